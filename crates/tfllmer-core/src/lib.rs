@@ -1,0 +1,9 @@
+//! The maths of tfllmer, free of PostgreSQL.
+//!
+//! Everything here is plain Rust tested with `cargo test -p tfllmer-core`;
+//! the extension crate only moves data between SQL and these functions.
+
+pub mod graph;
+pub mod graph_codec;
+
+pub use graph::{CooccurrenceGraph, Damping, Event, GraphError, GraphParams, Weighting};

@@ -1,0 +1,89 @@
+# Shared by the scripts in this folder: sourced, not run.
+# Installs what is missing and manages private PostgreSQL clusters that run
+# as the unprivileged `postgres` OS user (initdb refuses root).
+
+set -euo pipefail
+
+TFLLMER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_MAJOR=15
+PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
+PG_CONFIG="$PG_BIN/pg_config"
+PGRX_VERSION=0.18.1
+PG_OS_USER=postgres
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian packages, cargo-pgrx at the pinned version, and pgrx's config.
+ensure_deps() {
+    local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo python3)
+    local missing=()
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}"
+    fi
+    if ! command -v cargo >/dev/null; then
+        echo "cargo is not installed: install Rust with rustup (https://rustup.rs) first" >&2
+        exit 1
+    fi
+    if [ "$(cargo pgrx --version 2>/dev/null | awk '{print $2}')" != "$PGRX_VERSION" ]; then
+        log "installing cargo-pgrx $PGRX_VERSION (takes about 8 minutes on 2 cores)"
+        cargo install --locked cargo-pgrx --version "$PGRX_VERSION"
+    fi
+    if ! grep -qs "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+        cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" >/dev/null
+    fi
+}
+
+# Builds the extension and installs it into the Debian PostgreSQL.
+# $1: "release" for an optimised build (benchmarks), anything else: debug.
+install_extension() {
+    local profile=()
+    [ "${1:-debug}" = release ] && profile=(--release)
+    log "building and installing the extension ${profile[*]:-(debug build)}"
+    (cd "$TFLLMER_ROOT" && as_root env "PATH=$PATH" "CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}" "RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}" \
+        cargo pgrx install --pg-config "$PG_CONFIG" "${profile[@]}" >&2)
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# cluster_start DIR: a fresh cluster in DIR (owned by postgres), on a free
+# port; exports PGHOST (the socket directory), PGPORT, PGUSER, PGDATABASE.
+cluster_start() {
+    local dir="$1"
+    cluster_stop "$dir"
+    as_root rm -rf "$dir"
+    as_root install -d -o "$PG_OS_USER" -g "$PG_OS_USER" "$dir"
+    as_root runuser -u "$PG_OS_USER" -- "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust \
+        --locale=C.UTF-8 --encoding=UTF8 >/dev/null
+    local port
+    port=$(free_port)
+    as_root runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+        -o "-p $port -k $dir -c listen_addresses=''" start >/dev/null
+    export PGHOST="$dir" PGPORT="$port" PGUSER=postgres PGDATABASE=postgres
+    log "PostgreSQL $PG_MAJOR running in $dir on port $port (log: $dir/server.log)"
+}
+
+cluster_restart() {
+    local dir="$1"
+    as_root runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -m fast \
+        -o "-p $PGPORT -k $dir -c listen_addresses=''" restart >/dev/null
+}
+
+cluster_stop() {
+    local dir="$1"
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        as_root runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+}
+
+psql_q() { "$PG_BIN/psql" -X -v ON_ERROR_STOP=1 -q "$@"; }

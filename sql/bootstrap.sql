@@ -1,0 +1,58 @@
+-- tfllmer catalog: the tables behind graphs, embeddings and models.
+--
+-- Privacy model: every tfllmer function runs with the caller's privileges.
+-- Catalog tables are granted to PUBLIC, and row-level security shows each
+-- role only the rows owned by a role it has the privileges of
+-- (pg_has_role(owner, 'USAGE')): a role's own objects, and those of the
+-- group roles it inherits. Rows can only be written as their owner.
+
+GRANT USAGE ON SCHEMA tfllmer TO PUBLIC;
+
+-- The OID of the current role (current_user), for ownership columns.
+CREATE FUNCTION tfllmer.current_role_oid() RETURNS oid
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user $$;
+
+-- One row per co-occurrence graph; csr holds the whole graph (crates/tfllmer-core/src/graph_codec.rs).
+CREATE TABLE tfllmer.graph_store (
+    graph_name   text PRIMARY KEY CHECK (octet_length(graph_name) BETWEEN 1 AND 63),
+    owner        oid NOT NULL DEFAULT tfllmer.current_role_oid(),
+    source_table oid NOT NULL,
+    source_name  text NOT NULL,
+    user_column  name NOT NULL,
+    item_column  name NOT NULL,
+    time_column  name NOT NULL,
+    window_size  integer NOT NULL,
+    holdout      integer NOT NULL,
+    weighting    text NOT NULL,
+    damping      text NOT NULL,
+    top_k        integer,
+    n_users      bigint NOT NULL,
+    n_items      bigint NOT NULL,
+    n_edges      bigint NOT NULL,
+    total_weight double precision NOT NULL,
+    build_ms     double precision NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    csr          bytea NOT NULL
+);
+-- the blob is numeric data that pglz barely shrinks: store it out of line, uncompressed
+ALTER TABLE tfllmer.graph_store ALTER COLUMN csr SET STORAGE EXTERNAL;
+ALTER TABLE tfllmer.graph_store ENABLE ROW LEVEL SECURITY;
+CREATE POLICY graph_store_owner ON tfllmer.graph_store
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'))
+    WITH CHECK (owner = tfllmer.current_role_oid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.graph_store TO PUBLIC;
+-- pg_dump includes the graphs
+SELECT pg_catalog.pg_extension_config_dump('tfllmer.graph_store', '');
+
+CREATE VIEW tfllmer.graphs WITH (security_invoker = true) AS
+SELECT graph_name,
+       pg_catalog.pg_get_userbyid(owner) AS owner,
+       source_name AS source_table,
+       user_column, item_column, time_column,
+       window_size, holdout, weighting, damping, top_k,
+       n_users, n_items, n_edges, total_weight,
+       pg_catalog.octet_length(csr)::bigint AS size_bytes,
+       build_ms, created_at
+FROM tfllmer.graph_store;
+GRANT SELECT ON tfllmer.graphs TO PUBLIC;

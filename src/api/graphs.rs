@@ -1,0 +1,156 @@
+//! Co-occurrence graphs: `build_graph`, `graph_edges`, `drop_graph`
+//! (the `graphs` view is in sql/bootstrap.sql).
+
+use std::time::Instant;
+
+use pgrx::prelude::*;
+use tfllmer_core::graph::{self, Damping, GraphError, GraphParams, Weighting};
+
+use crate::postgres::errors::{object_name, raise, raise_with_hint, required, Code};
+use crate::postgres::graph_store::{self, NewGraph};
+use crate::postgres::interactions::InteractionSource;
+use crate::postgres::relation::readable_relation;
+use crate::postgres::sql_types::{RegClass, SqlName};
+
+
+/// Builds the item-item co-occurrence graph of an interaction table and
+/// stores it under `graph_name`, owned by the current role.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn build_graph(
+    graph_name: Option<&str>,
+    interactions: Option<RegClass>,
+    user_column: default!(Option<SqlName>, "'user_id'"),
+    item_column: default!(Option<SqlName>, "'item_id'"),
+    time_column: default!(Option<SqlName>, "'ts'"),
+    window_size: default!(Option<i32>, 1),
+    holdout: default!(Option<i32>, 2),
+    weighting: default!(Option<&str>, "'count'"),
+    damping: default!(Option<&str>, "'none'"),
+    top_k: default!(Option<i32>, "NULL"),
+    replace: default!(Option<bool>, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(graph_name, String),
+        name!(n_users, i64),
+        name!(n_items, i64),
+        name!(n_edges, i64),
+        name!(total_weight, f64),
+        name!(build_ms, f64),
+    ),
+> {
+    let started = Instant::now();
+    let graph_name = object_name(graph_name, "graph_name");
+    let relation = readable_relation(interactions, "interactions");
+    let source = InteractionSource::new(relation, user_column, item_column, time_column);
+
+    let weighting_name = required(weighting, "weighting");
+    let weighting = Weighting::parse(weighting_name).unwrap_or_else(|| {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("weighting must be {}, got '{weighting_name}'", Weighting::NAMES),
+        )
+    });
+    let damping_name = required(damping, "damping");
+    let damping = Damping::parse(damping_name).unwrap_or_else(|| {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("damping must be {}, got '{damping_name}'", Damping::NAMES),
+        )
+    });
+    let params = GraphParams::from_raw(
+        required(window_size, "window_size").into(),
+        required(holdout, "holdout").into(),
+        weighting,
+        damping,
+        top_k.map(i64::from),
+    )
+    .unwrap_or_else(|e| raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
+    let replace = required(replace, "replace");
+
+    // fail before the expensive part when the name is visibly taken
+    if !replace && graph_store::exists(graph_name) {
+        raise_with_hint(
+            Code::ERRCODE_DUPLICATE_OBJECT,
+            format!("graph \"{graph_name}\" already exists"),
+            "Pass replace => true to rebuild it, or drop it with tfllmer.drop_graph().",
+        );
+    }
+
+    let read = source.read_events();
+    let read_ms = started.elapsed().as_secs_f64() * 1e3;
+    if read.null_rows > 0 {
+        notice!(
+            "build_graph: skipped {} interaction(s) with NULL {}, {} or {}",
+            read.null_rows,
+            source.user.name,
+            source.item.name,
+            source.time.name
+        );
+    }
+    let n_read = read.events.len();
+    let (graph, stats) = graph::build(read.events, &params).unwrap_or_else(|e| match e {
+        GraphError::NoInteractions if read.null_rows == 0 => {
+            raise(Code::ERRCODE_DATA_EXCEPTION, format!("interactions: \"{}\" has no rows", source.relation.display))
+        }
+        GraphError::NoInteractions => raise(
+            Code::ERRCODE_DATA_EXCEPTION,
+            format!("interactions: every row of \"{}\" has a NULL user, item or time", source.relation.display),
+        ),
+        other => raise(Code::ERRCODE_DATA_EXCEPTION, format!("interactions: {other} ({n_read} interactions read)")),
+    });
+
+    let built_ms = started.elapsed().as_secs_f64() * 1e3;
+    if replace {
+        graph_store::delete(graph_name);
+    }
+    let n_users = stats.n_users as i64;
+    let stored = graph_store::insert(&NewGraph { graph_name, source: &source, params: &params, graph: &graph, n_users, build_ms: built_ms });
+    let total_ms = started.elapsed().as_secs_f64() * 1e3;
+    debug1!(
+        "build_graph \"{graph_name}\": read {n_read} interactions in {read_ms:.0} ms, built in {:.0} ms, stored in {:.0} ms",
+        built_ms - read_ms,
+        total_ms - built_ms
+    );
+    if !stored {
+        raise(
+            Code::ERRCODE_DUPLICATE_OBJECT,
+            format!("graph name \"{graph_name}\" is already used by another role"),
+        );
+    }
+    TableIterator::once((
+        graph_name.to_string(),
+        n_users,
+        graph.n_items() as i64,
+        graph.n_edges() as i64,
+        graph.total_weight(),
+        built_ms,
+    ))
+}
+
+/// The edges of a stored graph, each once, with item_a < item_b.
+#[pg_extern(stable, parallel_safe)]
+fn graph_edges(
+    graph_name: Option<&str>,
+) -> TableIterator<'static, (name!(item_a, i64), name!(item_b, i64), name!(weight, f64))> {
+    let graph_name = object_name(graph_name, "graph_name");
+    let graph = graph_store::load(graph_name);
+    let edges: Vec<(i64, i64, f64)> = graph.edges().collect();
+    TableIterator::new(edges)
+}
+
+/// Drops one of the caller's graphs. Unknown names are an ERROR unless
+/// `if_exists`, which returns false instead.
+#[pg_extern(volatile, parallel_unsafe)]
+fn drop_graph(graph_name: Option<&str>, if_exists: default!(Option<bool>, false)) -> bool {
+    let graph_name = object_name(graph_name, "graph_name");
+    let if_exists = required(if_exists, "if_exists");
+    if graph_store::delete(graph_name) {
+        true
+    } else if if_exists {
+        false
+    } else {
+        graph_store::raise_unknown(graph_name)
+    }
+}

@@ -1,0 +1,4 @@
+//! The SQL-facing functions, one module per capability. Each checks its
+//! arguments, moves data through SPI, calls `tfllmer_core`, and reports.
+
+pub mod graphs;

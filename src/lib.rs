@@ -1,0 +1,26 @@
+//! tfllmer: LLM-enhanced sequential recommendation (TF-LLMER) inside
+//! PostgreSQL. This crate is the thin SQL layer; the maths lives in
+//! `tfllmer_core` (crates/tfllmer-core).
+
+::pgrx::pg_module_magic!(name, version);
+
+mod api;
+mod postgres;
+
+// The catalog (tables, views, policies, grants), written by hand so it reads
+// as SQL and can be versioned with upgrade scripts.
+pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}
