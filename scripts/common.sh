@@ -87,3 +87,43 @@ cluster_stop() {
 }
 
 psql_q() { "$PG_BIN/psql" -X -v ON_ERROR_STOP=1 -q "$@"; }
+
+# Where the shared MovieLens data and the reference scripts are, if anywhere.
+data_dir() {
+    local d
+    for d in "${TFLLMER_DATA_DIR:-}" "$TFLLMER_ROOT/../shared/data" /work/shared/data; do
+        [ -n "$d" ] && [ -d "$d" ] && { (cd "$d" && pwd); return; }
+    done
+    echo ""
+}
+reference_dir() {
+    local d
+    for d in "${TFLLMER_REFERENCE_DIR:-}" "$TFLLMER_ROOT/../shared/reference" /work/shared/reference; do
+        [ -n "$d" ] && [ -f "$d/rec_pca.py" ] && { (cd "$d" && pwd); return; }
+    done
+    echo ""
+}
+
+# A Python with numpy and scipy for the reference scripts, in .venv.
+reference_python() {
+    local venv="$TFLLMER_ROOT/.venv"
+    if ! "$venv/bin/python" -c 'import numpy, scipy' 2>/dev/null; then
+        log "creating $venv with numpy and scipy (for the reference scripts)"
+        python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install -q numpy scipy >&2
+    fi
+    echo "$venv/bin/python"
+}
+
+# Runs pg_regress on tests/pg_regress against the cluster in PG*.
+run_regress() {
+    local out="$1"; shift
+    mkdir -p "$out"
+    "/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress" \
+        --bindir="$PG_BIN" --inputdir="$TFLLMER_ROOT/tests/pg_regress" --outputdir="$out" \
+        --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" --dbname=tfllmer_regress "$@"
+}
+
+regress_tests() {
+    (cd "$TFLLMER_ROOT/tests/pg_regress/sql" && ls *.sql | sed 's/\.sql$//' | sort)
+}

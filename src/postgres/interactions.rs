@@ -90,8 +90,16 @@ impl InteractionSource {
     pub fn read_events(&self) -> ReadEvents {
         let time_key = self.time_key();
         let query = std::ffi::CString::new(self.query(time_key)).unwrap_or_default();
+        // the planner's row estimate sizes the buffer once (views have none)
+        let estimate = Spi::get_one_with_args::<f32>(
+            "SELECT reltuples FROM pg_catalog.pg_class WHERE oid = $1",
+            &[self.relation.oid.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(0.0);
         let mut sink = EventSink {
-            out: ReadEvents { events: Vec::new(), null_rows: 0 },
+            out: ReadEvents { events: Vec::with_capacity(estimate.clamp(0.0, 1e8) as usize), null_rows: 0 },
             time_key,
             user_bytes: integer_width(self.user.base_type),
             item_bytes: integer_width(self.item.base_type),

@@ -226,7 +226,7 @@ pub fn build(
     // group by user (stable counting sort), then order each user's history by
     // (time, item): cheaper than one global sort, and free on sorted input
     let users = IdIndex::new(events.iter().map(|e| e.user));
-    let segments = group_by(&mut events, users.len(), |e| users.get(e.user));
+    let segments = group_by_user(&mut events, &users);
     for &(start, end) in &segments {
         let history = &mut events[start..end];
         if !history.is_sorted_by_key(|e| (e.time, e.item)) {
@@ -418,26 +418,37 @@ impl IdIndex {
     }
 }
 
-/// Reorders `events` so that equal keys (0..n_keys) are contiguous, keeping
-/// the input order within a key; returns each key's [start, end), non-empty
-/// ones only.
-fn group_by(events: &mut Vec<Event>, n_keys: usize, key: impl Fn(&Event) -> Option<u32>) -> Vec<(usize, usize)> {
-    let mut start = vec![0usize; n_keys + 1];
-    let keys: Vec<u32> = events.iter().map(|e| key(e).unwrap_or(0)).collect();
+/// Reorders `events` so that each user's events are contiguous, keeping the
+/// input order within a user; returns each user's [start, end). Tables are
+/// often stored grouped by user already: then nothing moves.
+fn group_by_user(events: &mut Vec<Event>, users: &IdIndex) -> Vec<(usize, usize)> {
+    let mut runs = Vec::with_capacity(users.len());
+    let mut start = 0;
+    for i in 1..=events.len() {
+        if i == events.len() || events[i].user != events[start].user {
+            runs.push((start, i));
+            start = i;
+        }
+    }
+    if runs.len() == users.len() {
+        return runs;
+    }
+    let keys: Vec<u32> = events.iter().map(|e| users.get(e.user).unwrap_or(0)).collect();
+    let mut begin = vec![0usize; users.len() + 1];
     for &k in &keys {
-        start[k as usize + 1] += 1;
+        begin[k as usize + 1] += 1;
     }
-    for k in 0..n_keys {
-        start[k + 1] += start[k];
+    for k in 0..users.len() {
+        begin[k + 1] += begin[k];
     }
-    let mut fill = start.clone();
+    let mut fill = begin.clone();
     let mut grouped = vec![Event { user: 0, time: 0, item: 0 }; events.len()];
     for (e, &k) in events.iter().zip(&keys) {
         grouped[fill[k as usize]] = *e;
         fill[k as usize] += 1;
     }
     *events = grouped;
-    start.windows(2).filter(|w| w[0] < w[1]).map(|w| (w[0], w[1])).collect()
+    begin.windows(2).filter(|w| w[0] < w[1]).map(|w| (w[0], w[1])).collect()
 }
 
 /// Per node, keeps its k heaviest edges (ties: the smaller item id first); an
@@ -570,6 +581,29 @@ mod tests {
         // holdout takes the last by that order: 9
         let (g, _) = build(vec![ev(1, 0, 9), ev(1, 0, 3), ev(1, 0, 7)], &params(1, 1)).unwrap();
         assert_eq!(g.items, vec![3, 7]);
+    }
+
+    #[test]
+    fn interleaved_users_give_the_same_graph_as_grouped_ones() {
+        let grouped = histories(&[(1, &[1, 2, 3, 4, 5]), (2, &[5, 4, 3]), (3, &[2, 9, 2, 9, 1])]);
+        // deal the events round-robin so no user's events are contiguous
+        let mut interleaved = Vec::new();
+        for k in 0..5 {
+            for user in 1..=3 {
+                interleaved.extend(grouped.iter().filter(|e| e.user == user).nth(k).copied());
+            }
+        }
+        interleaved.reverse();
+        let p = params(2, 1);
+        assert_eq!(build(interleaved, &p).unwrap(), build(grouped, &p).unwrap());
+    }
+
+    #[test]
+    fn sparse_ids_use_the_sorted_index() {
+        let huge = 1i64 << 50;
+        let (g, _) = build(histories(&[(-huge, &[huge, -huge, 7]), (huge, &[7, huge])]), &params(1, 0)).unwrap();
+        assert_eq!(g.items, vec![-huge, 7, huge]);
+        assert_eq!(edge_list(&g), vec![(-huge, 7, 1.0), (-huge, huge, 1.0), (7, huge, 1.0)]);
     }
 
     #[test]

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The whole pipeline end to end: installs what is missing, builds and
+# installs the extension, starts a private PostgreSQL cluster, loads sample
+# data, runs every tfllmer step that exists and prints the results.
+# Safe to run twice (the demo cluster is recreated).
+#
+# usage: scripts/demo.sh [--data DIR]
+#   --data DIR   a folder in the format of shared/data (interactions.csv,
+#                item_embeddings.f32 + .json) instead of the built-in,
+#                generated sample
+source "$(dirname "$0")/common.sh"
+cd "$TFLLMER_ROOT"
+
+data=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --data) data="$(cd "$2" && pwd)"; shift 2 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+ensure_deps
+install_extension
+
+demo=/tmp/tfllmer-demo
+cluster_start "$demo"
+if [ -z "$data" ]; then
+    data="$demo/sample"
+    as_root install -d -m 755 "$data"
+    python3 scripts/sample_data.py "$data" >&2
+fi
+export PGDATABASE=tfllmer_demo
+psql_q -d postgres -c "CREATE DATABASE tfllmer_demo"
+log "loading $data"
+python3 scripts/load_dataset.py "$data"
+psql_q -c "CREATE EXTENSION tfllmer"
+
+log "the data"
+psql_q <<'SQL'
+SELECT count(*) AS interactions, count(DISTINCT user_id) AS users, count(DISTINCT item_id) AS items
+FROM interactions;
+-- problem 1 of the paper: LLM item vectors have very different lengths
+SELECT round(min(n)::numeric, 3) AS min_norm, round(max(n)::numeric, 3) AS max_norm,
+       round((max(n) / min(n))::numeric, 1) AS max_over_min
+FROM (SELECT sqrt((SELECT sum(x * x) FROM unnest(embedding) x)) AS n FROM items) s;
+SQL
+
+log "step 1: the item-item co-occurrence graph (tfllmer.build_graph)"
+psql_q <<'SQL'
+SELECT * FROM tfllmer.build_graph('demo_graph', 'interactions', window_size => 3);
+SELECT graph_name, source_table, window_size, holdout, weighting, n_edges, size_bytes FROM tfllmer.graphs;
+SELECT item_a, item_b, weight FROM tfllmer.graph_edges('demo_graph') ORDER BY weight DESC, item_a, item_b LIMIT 5;
+SQL
+if psql_q -A -t -c "SELECT to_regclass('item_info') IS NOT NULL AND EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'item_info' AND column_name = 'community')" | grep -q t; then
+    # problem 2 of the paper: what users consume together (the graph) follows
+    # taste communities, while the LLM vectors cluster by genre
+    psql_q <<'SQL'
+SELECT round(100 * sum(weight) FILTER (WHERE a.genre = b.genre) / sum(weight), 1) AS pct_weight_same_genre,
+       round(100 * sum(weight) FILTER (WHERE a.community = b.community) / sum(weight), 1) AS pct_weight_same_community
+FROM tfllmer.graph_edges('demo_graph') e
+JOIN item_info a ON a.item_id = e.item_a JOIN item_info b ON b.item_id = e.item_b;
+SQL
+fi
+
+log "done"
+cat <<EOF
+The demo cluster keeps running, with the data in database tfllmer_demo:
+    $PG_BIN/psql -h $PGHOST -p $PGPORT -U postgres tfllmer_demo
+Stop it with:
+    runuser -u postgres -- $PG_BIN/pg_ctl -D $demo/data stop
+EOF

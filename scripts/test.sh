@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every test tier. Installs what is missing first (Debian packages,
+# cargo-pgrx, a Python venv for the reference scripts); safe to run twice.
+#   1. unit tests of the maths (cargo test -p tfllmer-core)
+#   2. #[pg_test]s inside a throw-away PostgreSQL (cargo pgrx test)
+#   3. regression files (tests/pg_regress) on a private cluster
+#   4. integration checks: persistence across a restart, and build_graph on
+#      MovieLens against the numpy reference (skipped, and said so, where
+#      the shared data is absent)
+source "$(dirname "$0")/common.sh"
+cd "$TFLLMER_ROOT"
+ensure_deps
+
+log "1/4 unit tests"
+cargo test -p tfllmer-core
+
+log "2/4 pg_test (cargo pgrx test)"
+pgrx_data=/tmp/tfllmer-pgrx-test
+as_root install -d -o "$PG_OS_USER" -g "$PG_OS_USER" "$pgrx_data"
+cargo pgrx test pg$PG_MAJOR --runas "$PG_OS_USER" --pgdata "$pgrx_data"
+
+# `cargo pgrx test` installed its test build; put the real one back
+install_extension
+
+cluster=/tmp/tfllmer-test-cluster
+cluster_start "$cluster"
+trap 'cluster_stop "$cluster"' EXIT
+
+log "3/4 regression tests (tests/pg_regress)"
+if ! run_regress "$cluster/regress" $(regress_tests); then
+    cat "$cluster/regress/regression.diffs" >&2 || true
+    exit 1
+fi
+
+log "4/4 integration tests"
+tests/integration/persistence.sh "$cluster"
+data=$(data_dir)
+reference=$(reference_dir)
+if [ -n "$data" ] && [ -n "$reference" ]; then
+    python=$(reference_python)
+    python3 tests/integration/test_reference_graphs.py "$data" "$reference" "$python"
+else
+    echo "SKIPPED reference checks on MovieLens: shared data or reference scripts not found" \
+         "(set TFLLMER_DATA_DIR and TFLLMER_REFERENCE_DIR)"
+fi
+log "all tests passed"
