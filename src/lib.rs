@@ -11,8 +11,15 @@ mod postgres;
 // as SQL and can be versioned with upgrade scripts.
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 
+/// `#[pg_test]`s: SQL behaviour checked from Rust inside a real backend.
+/// pgrx runs them from schema `tests`, which must be this inline module;
+/// the test files are included into it. Bad-input cases with their
+/// SQLSTATEs live in tests/pg_regress.
 #[cfg(any(test, feature = "pg_test"))]
-mod tests;
+#[pgrx::pg_schema]
+mod tests {
+    include!("tests/graphs.rs");
+}
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

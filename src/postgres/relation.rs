@@ -75,8 +75,13 @@ impl UserRelation {
         let SqlName(name) = required(value, argument);
         let cname = CString::new(name.as_str()).unwrap_or_default();
         let attnum = unsafe { pg_sys::get_attnum(self.oid, cname.as_ptr()) };
-        if attnum <= 0 {
-            // system columns (negative attnums) are not interaction data either
+        if attnum < 0 {
+            raise(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("{argument}: \"{name}\" is a system column; name a column of {} \"{}\"", self.argument, self.display),
+            );
+        }
+        if attnum == 0 {
             raise(
                 Code::ERRCODE_UNDEFINED_COLUMN,
                 format!("{argument}: column \"{name}\" does not exist in {} \"{}\"", self.argument, self.display),

@@ -1,6 +1,6 @@
-//! build_graph checked against the same graph computed in plain SQL, on
-//! generated data, for every weighting, damping, window and holdout, every
-//! supported time type, views and row-level security.
+// build_graph checked against the same graph computed in plain SQL, on
+// generated data, for every weighting, damping, window and holdout, every
+// supported time type, views and row-level security.
 
 use pgrx::prelude::*;
 

@@ -3,7 +3,7 @@
 # usage: persistence.sh CLUSTER_DIR   (PG* variables point at that cluster)
 source "$(dirname "$0")/../../scripts/common.sh"
 dir="$1"
-psql_q -d postgres -c "DROP DATABASE IF EXISTS tfllmer_persist" -c "CREATE DATABASE tfllmer_persist"
+psql_q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS tfllmer_persist" -c "CREATE DATABASE tfllmer_persist"
 export PGDATABASE=tfllmer_persist
 psql_q <<'SQL'
 CREATE EXTENSION tfllmer;
