@@ -35,11 +35,14 @@ CREATE TABLE tfllmer.graph_store (
     created_at   timestamptz NOT NULL DEFAULT now(),
     csr          bytea NOT NULL
 );
--- the blob is numeric data that pglz barely shrinks: store it out of line, uncompressed
+-- the blob is already compact (varints): store it out of line, uncompressed
 ALTER TABLE tfllmer.graph_store ALTER COLUMN csr SET STORAGE EXTERNAL;
 ALTER TABLE tfllmer.graph_store ENABLE ROW LEVEL SECURITY;
+-- (pg_has_role is only asked about roles that exist: it raises an error for a
+-- dropped role's OID, which would break the table for everyone)
 CREATE POLICY graph_store_owner ON tfllmer.graph_store
-    USING (pg_catalog.pg_has_role(owner, 'USAGE'))
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                   WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
     WITH CHECK (owner = tfllmer.current_role_oid());
 GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.graph_store TO PUBLIC;
 -- pg_dump includes the graphs

@@ -56,6 +56,23 @@ SET ROLE tfl_alice;
 SELECT graph_name, owner FROM tfllmer.graphs ORDER BY graph_name;
 SELECT tfllmer.drop_graph('alice_graph');
 
+-- graphs of a role that is dropped stay (they are rows, not objects the
+-- role owns) but are invisible to others and break nothing
+RESET ROLE;
+CREATE ROLE tfl_gone;
+GRANT SELECT ON alice_events TO tfl_gone;
+SET ROLE tfl_gone;
+SELECT graph_name FROM tfllmer.build_graph('orphan_graph', 'alice_events');
+RESET ROLE;
+DROP OWNED BY tfl_gone;
+DROP ROLE tfl_gone;
+SET ROLE tfl_bob;
+SELECT graph_name FROM tfllmer.graphs ORDER BY graph_name;
+SELECT * FROM tfllmer.graph_edges('orphan_graph');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT tfllmer.drop_graph('orphan_graph');
+
 RESET ROLE;
 DROP OWNED BY tfl_alice, tfl_bob, tfl_team;
 DELETE FROM tfllmer.graph_store;
