@@ -48,7 +48,8 @@ SQL
 
 log "step 1: the item-item co-occurrence graph (tfllmer.build_graph)"
 psql_q <<'SQL'
-SELECT * FROM tfllmer.build_graph('demo_graph', 'interactions', window_size => 3);
+SELECT graph_name, n_users, n_items, n_edges, total_weight, round(build_ms::numeric, 1) AS build_ms
+FROM tfllmer.build_graph('demo_graph', 'interactions', window_size => 3);
 SELECT graph_name, source_table, window_size, holdout, weighting, n_edges, size_bytes FROM tfllmer.graphs;
 SELECT item_a, item_b, weight FROM tfllmer.graph_edges('demo_graph') ORDER BY weight DESC, item_a, item_b LIMIT 5;
 SQL
@@ -56,8 +57,8 @@ if psql_q -A -t -c "SELECT to_regclass('item_info') IS NOT NULL AND EXISTS (SELE
     # problem 2 of the paper: what users consume together (the graph) follows
     # taste communities, while the LLM vectors cluster by genre
     psql_q <<'SQL'
-SELECT round(100 * sum(weight) FILTER (WHERE a.genre = b.genre) / sum(weight), 1) AS pct_weight_same_genre,
-       round(100 * sum(weight) FILTER (WHERE a.community = b.community) / sum(weight), 1) AS pct_weight_same_community
+SELECT round((100 * sum(weight) FILTER (WHERE a.genre = b.genre) / sum(weight))::numeric, 1) AS pct_weight_same_genre,
+       round((100 * sum(weight) FILTER (WHERE a.community = b.community) / sum(weight))::numeric, 1) AS pct_weight_same_community
 FROM tfllmer.graph_edges('demo_graph') e
 JOIN item_info a ON a.item_id = e.item_a JOIN item_info b ON b.item_id = e.item_b;
 SQL

@@ -51,6 +51,7 @@ def main():
         info_sql = (f"CREATE TABLE {s}.item_info (item_id int PRIMARY KEY, {cols});\n"
                     f"\\copy {s}.item_info FROM '{items_csv}' CSV HEADER\n")
     psql(f"""
+SET client_min_messages = warning;
 CREATE SCHEMA IF NOT EXISTS {s};
 DROP TABLE IF EXISTS {s}.interactions, {s}.items, {s}.item_info;
 CREATE TABLE {s}.interactions (user_id int NOT NULL, item_id int NOT NULL, ts bigint NOT NULL);
