@@ -64,6 +64,19 @@ JOIN item_info a ON a.item_id = e.item_a JOIN item_info b ON b.item_id = e.item_
 SQL
 fi
 
+log "step 2: Rec-PCA of the LLM embeddings over that graph (tfllmer.rec_pca)"
+psql_q <<'SQL'
+-- plain PCA for comparison, then Rec-PCA: lower graph_tv means items that
+-- users consume together end up closer
+SELECT embedding_name, n_items, input_dim, output_dim, round(retained_variance::numeric, 4) AS retained_variance,
+       graph_tv FROM tfllmer.rec_pca('demo_pca', 'items', dim => 16);
+SELECT embedding_name, n_items, input_dim, output_dim, round(retained_variance::numeric, 4) AS retained_variance,
+       round(graph_tv_pca::numeric, 4) AS graph_tv_pca, round(graph_tv::numeric, 4) AS graph_tv,
+       round(build_ms::numeric, 1) AS build_ms
+FROM tfllmer.rec_pca('demo_recpca', 'items', graph_name => 'demo_graph', dim => 16, lambda => 0.5);
+SELECT item_id, embedding[1:4] AS first_4_of_16 FROM tfllmer.embedding('demo_recpca') LIMIT 3;
+SQL
+
 log "done"
 cat <<EOF
 The demo cluster keeps running, with the data in database tfllmer_demo:

@@ -4,9 +4,9 @@
 #   1. unit tests of the maths (cargo test -p tfllmer-core)
 #   2. #[pg_test]s inside a throw-away PostgreSQL (cargo pgrx test)
 #   3. regression files (tests/pg_regress) on a private cluster
-#   4. integration checks: persistence across a restart, and build_graph on
-#      MovieLens against the numpy reference (skipped, and said so, where
-#      the shared data is absent)
+#   4. integration checks: persistence across a restart, and build_graph and
+#      rec_pca on MovieLens against the numpy reference (skipped, and said
+#      so, where the shared data is absent)
 source "$(dirname "$0")/common.sh"
 cd "$TFLLMER_ROOT"
 ensure_deps
@@ -39,8 +39,9 @@ reference=$(reference_dir)
 if [ -n "$data" ] && [ -n "$reference" ]; then
     python=$(reference_python)
     python3 tests/integration/test_reference_graphs.py "$data" "$reference" "$python"
+    python3 tests/integration/test_reference_rec_pca.py "$data" "$reference" "$python"
 else
-    echo "SKIPPED reference checks on MovieLens: shared data or reference scripts not found" \
+    echo "SKIPPED reference checks on MovieLens (graphs, Rec-PCA): shared data or reference scripts not found" \
          "(set TFLLMER_DATA_DIR and TFLLMER_REFERENCE_DIR)"
 fi
 log "all tests passed"

@@ -59,3 +59,45 @@ SELECT graph_name,
        build_ms, created_at
 FROM tfllmer.graph_store;
 GRANT SELECT ON tfllmer.graphs TO PUBLIC;
+
+-- One row per reduced embedding set (Rec-PCA output); data holds item ids
+-- and vectors (crates/tfllmer-core/src/embedding_codec.rs).
+CREATE TABLE tfllmer.embedding_store (
+    embedding_name    text PRIMARY KEY CHECK (octet_length(embedding_name) BETWEEN 1 AND 63),
+    owner             oid NOT NULL DEFAULT tfllmer.current_role_oid(),
+    source_table      oid NOT NULL,
+    source_name       text NOT NULL,
+    id_column         name NOT NULL,
+    embedding_column  name NOT NULL,
+    graph_name        text,
+    lambda            double precision,
+    n_items           bigint NOT NULL,
+    input_dim         integer NOT NULL,
+    output_dim        integer NOT NULL,
+    retained_variance double precision NOT NULL,
+    graph_tv_pca      double precision,
+    graph_tv          double precision,
+    build_ms          double precision NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    data              bytea NOT NULL
+);
+ALTER TABLE tfllmer.embedding_store ALTER COLUMN data SET STORAGE EXTERNAL;
+ALTER TABLE tfllmer.embedding_store ENABLE ROW LEVEL SECURITY;
+CREATE POLICY embedding_store_owner ON tfllmer.embedding_store
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                   WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
+    WITH CHECK (owner = tfllmer.current_role_oid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.embedding_store TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tfllmer.embedding_store', '');
+
+CREATE VIEW tfllmer.embeddings WITH (security_invoker = true) AS
+SELECT embedding_name,
+       pg_catalog.pg_get_userbyid(owner) AS owner,
+       source_name AS source_table,
+       id_column, embedding_column, graph_name, lambda,
+       n_items, input_dim, output_dim,
+       retained_variance, graph_tv_pca, graph_tv,
+       pg_catalog.octet_length(data)::bigint AS size_bytes,
+       build_ms, created_at
+FROM tfllmer.embedding_store;
+GRANT SELECT ON tfllmer.embeddings TO PUBLIC;

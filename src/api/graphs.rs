@@ -6,8 +6,10 @@ use std::time::Instant;
 use pgrx::prelude::*;
 use tfllmer_core::graph::{self, Damping, GraphError, GraphParams, Weighting};
 
-use crate::postgres::errors::{object_name, raise, raise_with_hint, required, Code};
-use crate::postgres::graph_store::{self, NewGraph};
+use tfllmer_core::graph_codec;
+
+use crate::postgres::catalog::GRAPHS;
+use crate::postgres::errors::{object_name, raise, required, Code};
 use crate::postgres::interactions::InteractionSource;
 use crate::postgres::relation::readable_relation;
 use crate::postgres::sql_types::{RegClass, SqlName};
@@ -69,14 +71,7 @@ fn build_graph(
     .unwrap_or_else(|e| raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, e.to_string()));
     let replace = required(replace, "replace");
 
-    // fail before the expensive part when the name is visibly taken
-    if !replace && graph_store::exists(graph_name) {
-        raise_with_hint(
-            Code::ERRCODE_DUPLICATE_OBJECT,
-            format!("graph \"{graph_name}\" already exists"),
-            "Pass replace => true to rebuild it, or drop it with tfllmer.drop_graph().",
-        );
-    }
+    GRAPHS.check_name_free(graph_name, replace);
 
     let read = source.read_events();
     let read_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -102,23 +97,39 @@ fn build_graph(
     });
 
     let built_ms = started.elapsed().as_secs_f64() * 1e3;
-    if replace {
-        graph_store::delete(graph_name);
-    }
     let n_users = stats.n_users as i64;
-    let stored = graph_store::insert(&NewGraph { graph_name, source: &source, params: &params, graph: &graph, n_users, build_ms: built_ms });
+    GRAPHS.insert(
+        graph_name,
+        replace,
+        &[
+            "source_table", "source_name", "user_column", "item_column", "time_column", "window_size", "holdout",
+            "weighting", "damping", "top_k", "n_users", "n_items", "n_edges", "total_weight", "build_ms", "csr",
+        ],
+        vec![
+            source.relation.oid.into(),
+            source.relation.display.as_str().into(),
+            source.user.name.as_str().into(),
+            source.item.name.as_str().into(),
+            source.time.name.as_str().into(),
+            (params.window_size as i32).into(),
+            i32::try_from(params.holdout).unwrap_or(i32::MAX).into(),
+            params.weighting.name().into(),
+            params.damping.name().into(),
+            params.top_k.map(|k| i32::try_from(k).unwrap_or(i32::MAX)).into(),
+            n_users.into(),
+            (graph.n_items() as i64).into(),
+            (graph.n_edges() as i64).into(),
+            graph.total_weight().into(),
+            built_ms.into(),
+            graph_codec::encode(&graph).into(),
+        ],
+    );
     let total_ms = started.elapsed().as_secs_f64() * 1e3;
     debug1!(
         "build_graph \"{graph_name}\": read {n_read} interactions in {read_ms:.0} ms, built in {:.0} ms, stored in {:.0} ms",
         built_ms - read_ms,
         total_ms - built_ms
     );
-    if !stored {
-        raise(
-            Code::ERRCODE_DUPLICATE_OBJECT,
-            format!("graph name \"{graph_name}\" is already used by another role"),
-        );
-    }
     TableIterator::once((
         graph_name.to_string(),
         n_users,
@@ -135,7 +146,7 @@ fn graph_edges(
     graph_name: Option<&str>,
 ) -> TableIterator<'static, (name!(item_a, i64), name!(item_b, i64), name!(weight, f64))> {
     let graph_name = object_name(graph_name, "graph_name");
-    let graph = graph_store::load(graph_name);
+    let graph = load_graph(graph_name);
     let edges: Vec<(i64, i64, f64)> = graph.edges().collect();
     TableIterator::new(edges)
 }
@@ -145,12 +156,11 @@ fn graph_edges(
 #[pg_extern(volatile, parallel_unsafe)]
 fn drop_graph(graph_name: Option<&str>, if_exists: default!(Option<bool>, false)) -> bool {
     let graph_name = object_name(graph_name, "graph_name");
-    let if_exists = required(if_exists, "if_exists");
-    if graph_store::delete(graph_name) {
-        true
-    } else if if_exists {
-        false
-    } else {
-        graph_store::raise_unknown(graph_name)
-    }
+    GRAPHS.drop(graph_name, required(if_exists, "if_exists"))
+}
+
+/// A stored graph the caller can see, or "does not exist".
+pub fn load_graph(graph_name: &str) -> tfllmer_core::CooccurrenceGraph {
+    graph_codec::decode(&GRAPHS.load_blob(graph_name))
+        .unwrap_or_else(|e| raise(Code::ERRCODE_DATA_CORRUPTED, format!("graph \"{graph_name}\": {e}")))
 }

@@ -1,4 +1,5 @@
 //! The SQL-facing functions, one module per capability. Each checks its
 //! arguments, moves data through SPI, calls `tfllmer_core`, and reports.
 
+pub mod embeddings;
 pub mod graphs;

@@ -1,8 +1,10 @@
 //! PostgreSQL glue shared by the SQL-facing functions: errors, argument
 //! types, relation checks, SPI input and the catalog tables.
 
+pub mod catalog;
 pub mod errors;
-pub mod graph_store;
 pub mod interactions;
+pub mod item_vectors;
 pub mod relation;
+pub mod row_stream;
 pub mod sql_types;

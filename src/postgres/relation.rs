@@ -37,6 +37,8 @@ pub struct UserColumn {
     pub quoted: String,
     /// the type after looking through domains
     pub base_type: pg_sys::Oid,
+    /// the column's own type
+    pub declared_type: pg_sys::Oid,
     /// the declared type, for messages
     pub type_name: String,
 }
@@ -106,7 +108,7 @@ impl UserRelation {
         let declared = unsafe { pg_sys::get_atttype(self.oid, attnum) };
         let base_type = unsafe { pg_sys::getBaseType(declared) };
         let type_name = owned_cstr(unsafe { pg_sys::format_type_be(declared) }).unwrap_or_default();
-        UserColumn { quoted: quote_ident(&name), name, base_type, type_name }
+        UserColumn { quoted: quote_ident(&name), name, base_type, declared_type: declared, type_name }
     }
 }
 

@@ -208,6 +208,42 @@ impl CooccurrenceGraph {
         })
     }
 
+    /// Â = D^-1/2 A D^-1/2 over the rows of `items` (row r is item items[r]),
+    /// as METHOD.md normalises it. Edges to items that are not in `items`
+    /// are left out before degrees are taken; rows of items without edges are
+    /// zero. Also returns how many graph items are not in `items`.
+    pub fn normalized_adjacency_for(&self, items: &[i64]) -> (CsMat<f64>, usize) {
+        let mut by_id: Vec<(i64, usize)> = items.iter().enumerate().map(|(row, &id)| (id, row)).collect();
+        by_id.sort_unstable();
+        let node_row: Vec<Option<usize>> = self
+            .items
+            .iter()
+            .map(|&id| by_id.binary_search_by_key(&id, |&(i, _)| i).ok().map(|k| by_id[k].1))
+            .collect();
+        let missing = node_row.iter().filter(|r| r.is_none()).count();
+        let n = items.len();
+        let mut triplets = TriMat::with_capacity((n, n), 2 * self.upper.nnz());
+        let mut degree = vec![0.0f64; n];
+        for (i, vec) in self.upper.outer_iterator().enumerate() {
+            for (j, &w) in vec.iter() {
+                if let (Some(ri), Some(rj)) = (node_row[i], node_row[j]) {
+                    triplets.add_triplet(ri, rj, w);
+                    triplets.add_triplet(rj, ri, w);
+                    degree[ri] += w;
+                    degree[rj] += w;
+                }
+            }
+        }
+        let mut a: CsMat<f64> = triplets.to_csr();
+        let inv_sqrt: Vec<f64> = degree.iter().map(|&d| if d > 0.0 { 1.0 / d.sqrt() } else { 0.0 }).collect();
+        for (row, mut vec) in a.outer_iterator_mut().enumerate() {
+            for (col, w) in vec.iter_mut() {
+                *w *= inv_sqrt[row] * inv_sqrt[col];
+            }
+        }
+        (a, missing)
+    }
+
     /// The full symmetric matrix A (both triangles, zero diagonal).
     pub fn symmetric(&self) -> CsMat<f64> {
         let lower = self.upper.transpose_view().to_csr();
@@ -637,6 +673,22 @@ mod tests {
         let (g, _) = build(histories(h), &p).unwrap();
         // node 2 keeps 2-3 (weight 2) and node 3 keeps 2-3; node 5 keeps 1-5; node 1 keeps 1-5
         assert_eq!(edge_list(&g), vec![(1, 5, 1.0), (2, 3, 2.0)]);
+    }
+
+    #[test]
+    fn normalized_adjacency_is_symmetric_scaled_and_restricted() {
+        // path 1-2-3 plus edge 3-4; item 4 has no embedding, item 9 no edges
+        let (g, _) = build(histories(&[(1, &[1, 2, 3]), (2, &[3, 4])]), &params(1, 0)).unwrap();
+        let (a, missing) = g.normalized_adjacency_for(&[3, 9, 1, 2]);
+        assert_eq!(missing, 1);
+        let a = a.to_dense();
+        // restricted degrees: 1 -> 1, 2 -> 2, 3 -> 1 (the edge to 4 is gone)
+        let (r1, r2, r3, r9) = (2, 3, 0, 1);
+        assert!((a[[r1, r2]] - 1.0 / 2f64.sqrt()).abs() < 1e-15);
+        assert!((a[[r2, r3]] - 1.0 / 2f64.sqrt()).abs() < 1e-15);
+        assert_eq!(a[[r2, r1]], a[[r1, r2]]);
+        assert_eq!(a[[r1, r3]], 0.0);
+        assert!((0..4).all(|c| a[[r9, c]] == 0.0 && a[[c, r9]] == 0.0));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! the extension crate only moves data between SQL and these functions.
 
 pub mod graph;
+pub mod embedding_codec;
 pub mod graph_codec;
+pub mod rec_pca;
 
 pub use graph::{CooccurrenceGraph, Damping, Event, GraphError, GraphParams, Weighting};

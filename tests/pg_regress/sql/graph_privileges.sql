@@ -56,6 +56,29 @@ SET ROLE tfl_alice;
 SELECT graph_name, owner FROM tfllmer.graphs ORDER BY graph_name;
 SELECT tfllmer.drop_graph('alice_graph');
 
+-- embeddings follow the same rules as graphs
+SET ROLE tfl_alice;
+CREATE TABLE alice_items (item_id int, embedding real[]);
+INSERT INTO alice_items VALUES (1, '{1,0,0}'), (2, '{0,1,0}'), (3, '{0,0,1}'), (4, '{1,1,0}');
+SELECT embedding_name, n_items FROM tfllmer.rec_pca('alice_emb', 'alice_items', dim => 2);
+SELECT graph_name FROM tfllmer.build_graph('alice_graph2', 'alice_events', holdout => 0);
+SET ROLE tfl_bob;
+SELECT count(*) AS embeddings_bob_sees FROM tfllmer.embeddings;
+SELECT * FROM tfllmer.embedding('alice_emb');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.drop_embedding('alice_emb');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.rec_pca('bob_emb', 'alice_items', dim => 2);
+\echo :LAST_ERROR_SQLSTATE
+-- alice's graph is hers alone, for rec_pca too
+CREATE TABLE bob_items (item_id int, embedding real[]);
+INSERT INTO bob_items VALUES (1, '{1,0}'), (2, '{0,1}'), (3, '{1,1}');
+SELECT * FROM tfllmer.rec_pca('bob_emb', 'bob_items', graph_name => 'alice_graph2', dim => 1);
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE tfl_alice;
+SELECT tfllmer.drop_embedding('alice_emb');
+SELECT tfllmer.drop_graph('alice_graph2');
+
 -- graphs of a role that is dropped stay (they are rows, not objects the
 -- role owns) but are invisible to others and break nothing
 RESET ROLE;
@@ -76,4 +99,5 @@ SELECT tfllmer.drop_graph('orphan_graph');
 RESET ROLE;
 DROP OWNED BY tfl_alice, tfl_bob, tfl_team;
 DELETE FROM tfllmer.graph_store;
+DELETE FROM tfllmer.embedding_store;
 DROP ROLE tfl_alice, tfl_bob, tfl_team;

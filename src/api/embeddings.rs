@@ -1,0 +1,182 @@
+//! Rec-PCA on stored LLM embeddings: `rec_pca`, `embedding`,
+//! `drop_embedding` (the `embeddings` view is in sql/bootstrap.sql).
+
+use std::time::Instant;
+
+use pgrx::prelude::*;
+use tfllmer_core::embedding_codec::{self, StoredEmbedding};
+use tfllmer_core::rec_pca::{self, RecPcaError, RecPcaParams};
+
+use crate::api::graphs::load_graph;
+use crate::postgres::catalog::EMBEDDINGS;
+use crate::postgres::errors::{object_name, raise, required, Code};
+use crate::postgres::item_vectors::VectorSource;
+use crate::postgres::relation::readable_relation;
+use crate::postgres::sql_types::{RegClass, SqlName};
+
+/// Inputs of at least this many values (items × input dim) report their
+/// phases as NOTICEs; smaller ones only at DEBUG1.
+const LARGE_INPUT: usize = 50_000_000;
+
+fn rec_pca_error(e: RecPcaError) -> ! {
+    let code = match e {
+        RecPcaError::Dim { .. } | RecPcaError::Lambda(_) => Code::ERRCODE_INVALID_PARAMETER_VALUE,
+        RecPcaError::NotFinite { .. } => Code::ERRCODE_FLOATING_POINT_EXCEPTION,
+        RecPcaError::DuplicateItem(_) => Code::ERRCODE_UNIQUE_VIOLATION,
+        RecPcaError::Empty | RecPcaError::Ragged { .. } => Code::ERRCODE_DATA_EXCEPTION,
+        RecPcaError::Eigen => Code::ERRCODE_INTERNAL_ERROR,
+    };
+    let argument = match e {
+        RecPcaError::Dim { .. } => "",
+        RecPcaError::Lambda(_) => "",
+        _ => "embedding_column: ",
+    };
+    raise(code, format!("{argument}{e}"))
+}
+
+/// Reduces the LLM embeddings of `items` to `dim` dimensions with Rec-PCA
+/// over the co-occurrence graph `graph_name` (NULL: plain PCA) and stores
+/// the result under `embedding_name`, owned by the current role.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn rec_pca(
+    embedding_name: Option<&str>,
+    items: Option<RegClass>,
+    id_column: default!(Option<SqlName>, "'item_id'"),
+    embedding_column: default!(Option<SqlName>, "'embedding'"),
+    graph_name: default!(Option<&str>, "NULL"),
+    dim: default!(Option<i32>, 64),
+    lambda: default!(Option<f64>, 0.5),
+    replace: default!(Option<bool>, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(embedding_name, String),
+        name!(n_items, i64),
+        name!(input_dim, i32),
+        name!(output_dim, i32),
+        name!(retained_variance, f64),
+        name!(graph_tv_pca, Option<f64>),
+        name!(graph_tv, Option<f64>),
+        name!(build_ms, f64),
+    ),
+> {
+    let started = Instant::now();
+    let embedding_name = object_name(embedding_name, "embedding_name");
+    let relation = readable_relation(items, "items");
+    let source = VectorSource::new(relation, id_column, embedding_column);
+    let dim = required(dim, "dim");
+    if dim < 1 {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("dim must be at least 1, got {dim}"));
+    }
+    let lambda = required(lambda, "lambda");
+    if !(0.0..=1.0).contains(&lambda) {
+        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("lambda must be between 0 and 1, got {lambda}"));
+    }
+    let replace = required(replace, "replace");
+    let graph_name = graph_name.map(|g| object_name(Some(g), "graph_name"));
+    let graph = graph_name.map(load_graph);
+    EMBEDDINGS.check_name_free(embedding_name, replace);
+
+    let embeddings = source.read();
+    let n_items = embeddings.n_items();
+    if n_items == 0 {
+        raise(Code::ERRCODE_DATA_EXCEPTION, format!("items: \"{}\" has no rows", source.relation.display));
+    }
+    let input_dim = embeddings.input_dim;
+    let params = RecPcaParams::new(dim.into(), lambda, input_dim, n_items).unwrap_or_else(|e| rec_pca_error(e));
+    rec_pca::validate(&embeddings).unwrap_or_else(|e| rec_pca_error(e));
+    let adjacency = graph.as_ref().map(|g| {
+        let (a, missing) = g.normalized_adjacency_for(&embeddings.ids);
+        if missing > 0 {
+            notice!(
+                "rec_pca: {missing} item(s) of graph \"{}\" (of {}) have no embedding in {} and are left out",
+                graph_name.unwrap_or_default(),
+                g.n_items(),
+                source.relation.display
+            );
+        }
+        a
+    });
+    let ids = embeddings.ids.clone();
+    let loud = n_items.saturating_mul(input_dim) >= LARGE_INPUT;
+    let mut last_phase = "";
+    let mut progress = |phase: &'static str, done: f64| {
+        check_for_interrupts!();
+        if phase != last_phase {
+            let elapsed = started.elapsed().as_secs_f64();
+            if loud {
+                notice!("rec_pca \"{embedding_name}\": {phase} ({elapsed:.1} s)");
+            } else {
+                debug1!("rec_pca \"{embedding_name}\": {phase} ({elapsed:.3} s, {:.0}%)", done * 100.0);
+            }
+            last_phase = phase;
+        }
+    };
+    let out = rec_pca::rec_pca(embeddings, adjacency.as_ref(), params, &mut progress)
+        .unwrap_or_else(|e| rec_pca_error(e));
+    let build_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let stored = StoredEmbedding::sorted(ids, out.dim, out.z);
+    EMBEDDINGS.insert(
+        embedding_name,
+        replace,
+        &[
+            "source_table", "source_name", "id_column", "embedding_column", "graph_name", "lambda", "n_items",
+            "input_dim", "output_dim", "retained_variance", "graph_tv_pca", "graph_tv", "build_ms", "data",
+        ],
+        vec![
+            source.relation.oid.into(),
+            source.relation.display.as_str().into(),
+            source.id.name.as_str().into(),
+            source.vector.name.as_str().into(),
+            graph_name.into(),
+            // without a graph lambda plays no part
+            graph_name.map(|_| lambda).into(),
+            (n_items as i64).into(),
+            (input_dim as i32).into(),
+            dim.into(),
+            out.retained_variance.into(),
+            out.graph_tv_pca.into(),
+            out.graph_tv.into(),
+            build_ms.into(),
+            embedding_codec::encode(&stored).into(),
+        ],
+    );
+    TableIterator::once((
+        embedding_name.to_string(),
+        n_items as i64,
+        input_dim as i32,
+        dim,
+        out.retained_variance,
+        out.graph_tv_pca,
+        out.graph_tv,
+        build_ms,
+    ))
+}
+
+/// The reduced vectors of a stored embedding, by item id.
+#[pg_extern(stable, parallel_safe)]
+fn embedding(
+    embedding_name: Option<&str>,
+) -> TableIterator<'static, (name!(item_id, i64), name!(embedding, Vec<f32>))> {
+    let embedding_name = object_name(embedding_name, "embedding_name");
+    let stored = load_embedding(embedding_name);
+    let rows: Vec<(i64, Vec<f32>)> =
+        stored.ids.iter().enumerate().map(|(r, &id)| (id, stored.row(r).to_vec())).collect();
+    TableIterator::new(rows)
+}
+
+/// Drops one of the caller's embeddings. Unknown names are an ERROR unless
+/// `if_exists`, which returns false instead.
+#[pg_extern(volatile, parallel_unsafe)]
+fn drop_embedding(embedding_name: Option<&str>, if_exists: default!(Option<bool>, false)) -> bool {
+    let embedding_name = object_name(embedding_name, "embedding_name");
+    EMBEDDINGS.drop(embedding_name, required(if_exists, "if_exists"))
+}
+
+/// A stored embedding the caller can see, or "does not exist".
+pub fn load_embedding(embedding_name: &str) -> StoredEmbedding {
+    embedding_codec::decode(&EMBEDDINGS.load_blob(embedding_name))
+        .unwrap_or_else(|e| raise(Code::ERRCODE_DATA_CORRUPTED, format!("embedding \"{embedding_name}\": {e}")))
+}

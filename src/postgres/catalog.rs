@@ -1,0 +1,138 @@
+//! The catalog tables (sql/bootstrap.sql): one row per graph or embedding,
+//! its data in a blob column. Row-level security on them shows each role
+//! only the rows of roles whose privileges it has, so every query here runs
+//! as the caller and sees exactly what the caller may see.
+
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+use super::errors::{raise, raise_with_hint, Code};
+
+/// One catalog table and how its objects are named in messages.
+pub struct Catalog {
+    /// schema-qualified table
+    pub table: &'static str,
+    /// the name column (primary key)
+    pub key: &'static str,
+    /// the column holding the object's data
+    pub blob: &'static str,
+    /// "graph", "embedding": for messages
+    pub kind: &'static str,
+    /// the function that drops one, for hints
+    pub drop_function: &'static str,
+}
+
+pub const GRAPHS: Catalog = Catalog {
+    table: "tfllmer.graph_store",
+    key: "graph_name",
+    blob: "csr",
+    kind: "graph",
+    drop_function: "tfllmer.drop_graph",
+};
+
+pub const EMBEDDINGS: Catalog = Catalog {
+    table: "tfllmer.embedding_store",
+    key: "embedding_name",
+    blob: "data",
+    kind: "embedding",
+    drop_function: "tfllmer.drop_embedding",
+};
+
+fn spi_failed(e: pgrx::spi::Error) -> ! {
+    raise(Code::ERRCODE_INTERNAL_ERROR, format!("tfllmer catalog access failed: {e}"))
+}
+
+impl Catalog {
+    /// Whether an object of that name is visible to the caller.
+    pub fn exists(&self, name: &str) -> bool {
+        Spi::get_one_with_args::<bool>(
+            &format!("SELECT EXISTS (SELECT 1 FROM {} WHERE {} = $1)", self.table, self.key),
+            &[name.into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e))
+        .unwrap_or(false)
+    }
+
+    /// Before building: raises unless the name is free or `replace` is set,
+    /// so that a taken name fails before the expensive part.
+    pub fn check_name_free(&self, name: &str, replace: bool) {
+        if !replace && self.exists(name) {
+            raise_with_hint(
+                Code::ERRCODE_DUPLICATE_OBJECT,
+                format!("{} \"{name}\" already exists", self.kind),
+                format!("Pass replace => true to rebuild it, or drop it with {}().", self.drop_function),
+            );
+        }
+    }
+
+    /// Deletes the caller's object; false when there is none.
+    pub fn delete(&self, name: &str) -> bool {
+        Spi::get_one_with_args::<i64>(
+            &format!(
+                "WITH gone AS (DELETE FROM {} WHERE {} = $1 RETURNING 1) SELECT count(*) FROM gone",
+                self.table, self.key
+            ),
+            &[name.into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e))
+        .unwrap_or(0)
+            > 0
+    }
+
+    /// Stores a new object owned by the current role: `columns` (after the
+    /// name) with their values. With `replace`, the caller's old object of
+    /// that name goes first. Raises when another role holds the name.
+    pub fn insert(&self, name: &str, replace: bool, columns: &[&str], values: Vec<DatumWithOid<'_>>) {
+        if replace {
+            self.delete(name);
+        }
+        let placeholders: Vec<String> = (2..=columns.len() + 1).map(|i| format!("${i}")).collect();
+        let query = format!(
+            "WITH added AS (
+                INSERT INTO {table} ({key}, owner, {cols}) VALUES ($1, tfllmer.current_role_oid(), {vals})
+                ON CONFLICT ({key}) DO NOTHING RETURNING 1)
+             SELECT count(*) FROM added",
+            table = self.table,
+            key = self.key,
+            cols = columns.join(", "),
+            vals = placeholders.join(", ")
+        );
+        let mut args: Vec<DatumWithOid<'_>> = Vec::with_capacity(values.len() + 1);
+        args.push(name.into());
+        args.extend(values);
+        let inserted = Spi::get_one_with_args::<i64>(&query, &args).unwrap_or_else(|e| spi_failed(e)).unwrap_or(0);
+        if inserted == 0 {
+            // the name exists, but not visibly: another role's object
+            raise(
+                Code::ERRCODE_DUPLICATE_OBJECT,
+                format!("{} name \"{name}\" is already used by another role", self.kind),
+            );
+        }
+    }
+
+    /// The data of an object the caller can see, or "does not exist".
+    pub fn load_blob(&self, name: &str) -> Vec<u8> {
+        let blob = Spi::get_one_with_args::<Vec<u8>>(
+            &format!("SELECT (SELECT {} FROM {} WHERE {} = $1)", self.blob, self.table, self.key),
+            &[name.into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e));
+        blob.unwrap_or_else(|| self.raise_unknown(name))
+    }
+
+    /// The ERROR for a name the caller cannot see.
+    pub fn raise_unknown(&self, name: &str) -> ! {
+        raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("{} \"{name}\" does not exist", self.kind))
+    }
+
+    /// drop_*(): true when dropped; unknown names raise unless `if_exists`.
+    pub fn drop(&self, name: &str, if_exists: bool) -> bool {
+        if self.delete(name) {
+            true
+        } else if if_exists {
+            false
+        } else {
+            self.raise_unknown(name)
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Reading item embeddings (id, vector) through SPI. The vector column may be
+//! real[], double precision[], or any type with a cast to real[] (pgvector's
+//! `vector`, domains, ...). Every row is checked; the first bad one is an
+//! ERROR that names the item.
+
+use pgrx::array::RawArray;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use tfllmer_core::rec_pca::Embeddings;
+
+use super::errors::{raise, Code};
+use super::interactions::{integer_datum, integer_width};
+use super::relation::{UserColumn, UserRelation};
+use super::row_stream::{stream_rows, Flow};
+use super::sql_types::SqlName;
+
+#[derive(Clone, Copy, PartialEq)]
+enum VectorType {
+    Float4,
+    Float8,
+    /// read as `column::real[]`
+    CastToFloat4,
+}
+
+pub struct VectorSource {
+    pub relation: UserRelation,
+    pub id: UserColumn,
+    pub vector: UserColumn,
+    vector_type: VectorType,
+}
+
+impl VectorSource {
+    pub fn new(relation: UserRelation, id_column: Option<SqlName>, embedding_column: Option<SqlName>) -> Self {
+        let id = relation.column(id_column, "id_column");
+        id.require_integer("id_column");
+        let vector = relation.column(embedding_column, "embedding_column");
+        let vector_type = match vector.base_type {
+            pg_sys::FLOAT4ARRAYOID => VectorType::Float4,
+            pg_sys::FLOAT8ARRAYOID => VectorType::Float8,
+            _ if castable_to_real_array(vector.declared_type) => VectorType::CastToFloat4,
+            _ => raise(
+                Code::ERRCODE_DATATYPE_MISMATCH,
+                format!(
+                    "embedding_column: column \"{}\" must be real[], double precision[] or a type with a cast \
+                     to real[] (such as pgvector's vector), not {}",
+                    vector.name, vector.type_name
+                ),
+            ),
+        };
+        Self { relation, id, vector, vector_type }
+    }
+
+    /// Reads all rows. Raises on NULL ids or vectors, arrays that are empty,
+    /// multi-dimensional, contain NULLs, or differ in length, and values
+    /// outside the range of real.
+    pub fn read(&self) -> Embeddings {
+        let vector = match self.vector_type {
+            VectorType::CastToFloat4 => format!("{}::pg_catalog.float4[]", self.vector.quoted),
+            _ => self.vector.quoted.clone(),
+        };
+        let query = format!("SELECT {}, {} FROM {}", self.id.quoted, vector, self.relation.quoted);
+        let id_bytes = integer_width(self.id.base_type);
+        let float8 = self.vector_type == VectorType::Float8;
+        let mut out = Embeddings { ids: Vec::new(), input_dim: 0, values: Vec::new() };
+        let mut failure: Option<(Code, String)> = None;
+        stream_rows(&query, &self.relation.display, &mut |values, nulls| {
+            if nulls[0] {
+                failure = Some((Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("id_column: \"{}\" is NULL in a row", self.id.name)));
+                return Flow::Stop;
+            }
+            let item = integer_datum(values[0], id_bytes);
+            if nulls[1] {
+                failure = Some((
+                    Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                    format!("embedding_column: item {item} has a NULL embedding"),
+                ));
+                return Flow::Stop;
+            }
+            // SAFETY: column 2 is a non-NULL array of float4 or float8
+            match unsafe { append_vector(values[1], float8, &mut out) } {
+                Ok(()) => {
+                    out.ids.push(item);
+                    check_for_interrupts!();
+                    Flow::Continue
+                }
+                Err((code, problem)) => {
+                    failure = Some((code, format!("embedding_column: the embedding of item {item} {problem}")));
+                    Flow::Stop
+                }
+            }
+        });
+        if let Some((code, message)) = failure {
+            raise(code, message);
+        }
+        out
+    }
+}
+
+/// Appends one array Datum's values to `out` (fixing `input_dim` on the first).
+unsafe fn append_vector(datum: pg_sys::Datum, float8: bool, out: &mut Embeddings) -> Result<(), (Code, String)> {
+    let original = datum.cast_mut_ptr::<pg_sys::varlena>();
+    let detoasted = unsafe { pg_sys::pg_detoast_datum(original) };
+    let Some(ptr) = std::ptr::NonNull::new(detoasted.cast::<pg_sys::ArrayType>()) else {
+        return Err((Code::ERRCODE_INTERNAL_ERROR, "could not be read".into()));
+    };
+    let mut array = unsafe { RawArray::from_ptr(ptr) };
+    let result = (|| {
+        let dims = array.dims().len();
+        let len = array.len();
+        if dims > 1 {
+            return Err((Code::ERRCODE_ARRAY_ELEMENT_ERROR, format!("has {dims} dimensions; one is expected")));
+        }
+        if len == 0 {
+            return Err((Code::ERRCODE_DATA_EXCEPTION, "is empty".to_string()));
+        }
+        if unsafe { array.any_nulls() } {
+            return Err((Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "has a NULL element".to_string()));
+        }
+        if out.input_dim == 0 {
+            out.input_dim = len;
+        } else if len != out.input_dim {
+            return Err((
+                Code::ERRCODE_ARRAY_ELEMENT_ERROR,
+                format!("has {len} values, but the first embedding read has {}", out.input_dim),
+            ));
+        }
+        if float8 {
+            // SAFETY: a non-NULL, one-dimensional float8[] without NULLs holds `len` f64
+            let values = unsafe { array.data::<f64>().as_ref() };
+            for &v in values {
+                if v.is_finite() && v.abs() > f32::MAX as f64 {
+                    return Err((Code::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, format!("has {v:e}, outside the range of real")));
+                }
+                out.values.push(v as f32);
+            }
+        } else {
+            // SAFETY: as above, for float4[]
+            out.values.extend_from_slice(unsafe { array.data::<f32>().as_ref() });
+        }
+        Ok(())
+    })();
+    if detoasted != original {
+        // a detoasted copy lives until the end of the query otherwise
+        unsafe { pg_sys::pfree(detoasted.cast()) };
+    }
+    result
+}
+
+/// Whether an explicit cast from `type_oid` to real[] exists.
+fn castable_to_real_array(type_oid: pg_sys::Oid) -> bool {
+    let target = pg_sys::FLOAT4ARRAYOID;
+    unsafe { pg_sys::can_coerce_type(1, &type_oid, &target, pg_sys::CoercionContext::COERCION_EXPLICIT) }
+}
