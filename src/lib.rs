@@ -6,6 +6,12 @@
 
 mod api;
 mod postgres;
+mod settings;
+
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::define();
+}
 
 // The catalog (tables, views, policies, grants), written by hand so it reads
 // as SQL and can be versioned with upgrade scripts.

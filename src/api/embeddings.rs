@@ -84,7 +84,10 @@ fn rec_pca(
         raise(Code::ERRCODE_DATA_EXCEPTION, format!("items: \"{}\" has no rows", source.relation.display));
     }
     let input_dim = embeddings.input_dim;
-    let params = RecPcaParams::new(dim.into(), lambda, input_dim, n_items).unwrap_or_else(|e| rec_pca_error(e));
+    let params = RecPcaParams {
+        threads: crate::settings::threads(),
+        ..RecPcaParams::new(dim.into(), lambda, input_dim, n_items).unwrap_or_else(|e| rec_pca_error(e))
+    };
     rec_pca::validate(&embeddings).unwrap_or_else(|e| rec_pca_error(e));
     let adjacency = graph.as_ref().map(|g| {
         let (a, missing) = g.normalized_adjacency_for(&embeddings.ids);

@@ -222,26 +222,51 @@ impl CooccurrenceGraph {
             .collect();
         let missing = node_row.iter().filter(|r| r.is_none()).count();
         let n = items.len();
-        let mut triplets = TriMat::with_capacity((n, n), 2 * self.upper.nnz());
-        let mut degree = vec![0.0f64; n];
-        for (i, vec) in self.upper.outer_iterator().enumerate() {
-            for (j, &w) in vec.iter() {
-                if let (Some(ri), Some(rj)) = (node_row[i], node_row[j]) {
-                    triplets.add_triplet(ri, rj, w);
-                    triplets.add_triplet(rj, ri, w);
-                    degree[ri] += w;
-                    degree[rj] += w;
+        // both directions of every kept edge, bucketed by row (counting sort)
+        let for_each_kept = |f: &mut dyn FnMut(usize, usize, f64)| {
+            for (i, vec) in self.upper.outer_iterator().enumerate() {
+                let Some(ri) = node_row[i] else { continue };
+                for (j, &w) in vec.iter() {
+                    if let Some(rj) = node_row[j] {
+                        f(ri, rj, w);
+                    }
                 }
             }
+        };
+        let mut indptr = vec![0usize; n + 1];
+        for_each_kept(&mut |ri, rj, _| {
+            indptr[ri + 1] += 1;
+            indptr[rj + 1] += 1;
+        });
+        for r in 0..n {
+            indptr[r + 1] += indptr[r];
         }
-        let mut a: CsMat<f64> = triplets.to_csr();
+        let mut fill = indptr.clone();
+        let mut indices = vec![0usize; indptr[n]];
+        let mut data = vec![0.0f64; indptr[n]];
+        let mut degree = vec![0.0f64; n];
+        for_each_kept(&mut |ri, rj, w| {
+            for (from, to) in [(ri, rj), (rj, ri)] {
+                indices[fill[from]] = to;
+                data[fill[from]] = w;
+                fill[from] += 1;
+                degree[from] += w;
+            }
+        });
         let inv_sqrt: Vec<f64> = degree.iter().map(|&d| if d > 0.0 { 1.0 / d.sqrt() } else { 0.0 }).collect();
-        for (row, mut vec) in a.outer_iterator_mut().enumerate() {
-            for (col, w) in vec.iter_mut() {
-                *w *= inv_sqrt[row] * inv_sqrt[col];
+        for r in 0..n {
+            let (lo, hi) = (indptr[r], indptr[r + 1]);
+            // columns in order (rows of items given out of id order arrive unsorted)
+            let mut row: Vec<(usize, f64)> = indices[lo..hi].iter().copied().zip(data[lo..hi].iter().copied()).collect();
+            if !row.windows(2).all(|p| p[0].0 < p[1].0) {
+                row.sort_unstable_by_key(|&(c, _)| c);
+            }
+            for (k, (c, w)) in row.into_iter().enumerate() {
+                indices[lo + k] = c;
+                data[lo + k] = w * inv_sqrt[r] * inv_sqrt[c];
             }
         }
-        (a, missing)
+        (CsMat::new((n, n), indptr, indices, data), missing)
     }
 
     /// The full symmetric matrix A (both triangles, zero diagonal).

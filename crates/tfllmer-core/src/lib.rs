@@ -6,6 +6,7 @@
 pub mod graph;
 pub mod embedding_codec;
 pub mod graph_codec;
+pub mod parallel;
 pub mod rec_pca;
 
 pub use graph::{CooccurrenceGraph, Damping, Event, GraphError, GraphParams, Weighting};

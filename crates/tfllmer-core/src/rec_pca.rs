@@ -18,6 +18,8 @@ use faer::linalg::matmul::triangular::{matmul as triangular_matmul, BlockStructu
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use sprs::CsMat;
 
+use crate::parallel;
+
 /// Rows per block when accumulating XᵀX and Xᵀ(ÂX).
 const BLOCK_ROWS: usize = 1024;
 
@@ -43,6 +45,9 @@ impl Embeddings {
 pub struct RecPcaParams {
     pub dim: usize,
     pub lambda: f64,
+    /// threads for the sparse product and the two eigendecompositions
+    /// (the result does not depend on it)
+    pub threads: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -85,7 +90,7 @@ impl RecPcaParams {
         if dim < 1 || dim as u64 > input_dim.min(n_items) as u64 {
             return Err(RecPcaError::Dim { dim, input_dim, n_items });
         }
-        Ok(Self { dim: dim as usize, lambda })
+        Ok(Self { dim: dim as usize, lambda, threads: 1 })
     }
 }
 
@@ -151,37 +156,23 @@ pub fn rec_pca(
     normalise_and_centre(&mut embeddings);
     let x = &embeddings.values;
 
-    // S = XᵀX and G = Xᵀ(ÂX), accumulated over blocks of rows
-    let mut s = Mat::<f64>::zeros(d_in, d_in);
-    let mut g = adjacency.map(|_| Mat::<f64>::zeros(d_in, d_in));
-    let mut xb = Mat::<f64>::zeros(BLOCK_ROWS.min(n), d_in);
-    let mut yb = Mat::<f64>::zeros(if adjacency.is_some() { BLOCK_ROWS.min(n) } else { 0 }, d_in);
-    for start in (0..n).step_by(BLOCK_ROWS) {
-        progress.report("accumulating", start as f64 / n as f64);
-        let rows = BLOCK_ROWS.min(n - start);
-        for r in 0..rows {
-            let src = &x[(start + r) * d_in..(start + r + 1) * d_in];
-            for (c, &v) in src.iter().enumerate() {
-                xb[(r, c)] = v as f64;
-            }
-        }
-        let xb_rows = xb.as_ref().subrows(0, rows);
-        add_lower_product(s.as_mut(), xb_rows, xb_rows);
-        if let (Some(a), Some(g)) = (adjacency, g.as_mut()) {
-            for r in 0..rows {
-                let mut acc = vec![0.0f64; d_in];
-                if let Some(row) = a.outer_view(start + r) {
-                    for (j, &w) in row.iter() {
-                        for (o, &v) in acc.iter_mut().zip(&x[j * d_in..(j + 1) * d_in]) {
-                            *o += w * v as f64;
-                        }
-                    }
-                }
-                for (c, v) in acc.into_iter().enumerate() {
-                    yb[(r, c)] = v;
-                }
-            }
-            add_lower_product(g.as_mut(), xb_rows, yb.as_ref().subrows(0, rows));
+    // S = XᵀX and G = Xᵀ(ÂX), accumulated over blocks of rows; with several
+    // threads each takes a contiguous share of the rows and its own sums,
+    // added in a fixed order at the end
+    let parts = params.threads.clamp(1, n.div_ceil(BLOCK_ROWS));
+    let share = n.div_ceil(parts);
+    let range = |p: usize| (p * share).min(n)..((p + 1) * share).min(n);
+    let mut sums = parallel::run_parts(
+        parts,
+        || accumulate(x, d_in, adjacency, range(0), &mut |done| progress.report("accumulating", done)),
+        |p| accumulate(x, d_in, adjacency, range(p), &mut |_| {}),
+    )
+    .into_iter();
+    let (mut s, mut g) = sums.next().unwrap_or_else(|| (Mat::zeros(d_in, d_in), None));
+    for (s_part, g_part) in sums {
+        s += s_part;
+        if let (Some(g), Some(g_part)) = (g.as_mut(), g_part) {
+            *g += g_part;
         }
     }
 
@@ -190,9 +181,17 @@ pub fn rec_pca(
         None => symmetrised(s.as_ref(), None, 0.0),
         Some(g) => symmetrised(s.as_ref(), Some(g.as_ref()), params.lambda),
     };
-    let (w, eigenvalues) = top_eigenvectors(m.as_ref(), dim)?;
-
     let s = symmetrised(s.as_ref(), None, 0.0);
+    // plain PCA (for graph_tv_pca) needs S's own eigenvectors: computed
+    // alongside M's when there is a second thread
+    let needs_pca = g.is_some() && params.lambda != 0.0;
+    let (pca, rec) = parallel::join(
+        if needs_pca { params.threads } else { 1 },
+        || if needs_pca { Some(top_eigenvectors(s.as_ref(), dim)) } else { None },
+        || top_eigenvectors(m.as_ref(), dim),
+    );
+    let (w, eigenvalues) = rec?;
+
     let total = trace(s.as_ref());
     let kept = quadratic_trace(s.as_ref(), w.as_ref());
     let retained_variance = if total > 0.0 { kept / total } else { 0.0 };
@@ -204,11 +203,9 @@ pub fn rec_pca(
                 let zz = quadratic_trace(s.as_ref(), w);
                 if zz > 0.0 { 1.0 - quadratic_trace(g.as_ref(), w) / zz } else { 0.0 }
             };
-            let pca_tv = if params.lambda == 0.0 {
-                tv(w.as_ref())
-            } else {
-                let (w_pca, _) = top_eigenvectors(s.as_ref(), dim)?;
-                tv(w_pca.as_ref())
+            let pca_tv = match pca {
+                Some(pca) => tv(pca?.0.as_ref()),
+                None => tv(w.as_ref()),
             };
             (Some(tv(w.as_ref())), Some(pca_tv))
         }
@@ -218,6 +215,39 @@ pub fn rec_pca(
     let z = project(x, n, d_in, w.as_ref());
     progress.report("done", 1.0);
     Ok(RecPcaOutput { z, dim, retained_variance, graph_tv, graph_tv_pca, eigenvalues })
+}
+
+/// The lower triangles of XᵀX and, with a graph, Xᵀ(ÂX) over the given rows
+/// of X; `done` hears the fraction of those rows finished.
+fn accumulate(
+    x: &[f32],
+    d_in: usize,
+    adjacency: Option<&CsMat<f64>>,
+    rows: std::ops::Range<usize>,
+    done: &mut dyn FnMut(f64),
+) -> (Mat<f64>, Option<Mat<f64>>) {
+    let mut s = Mat::<f64>::zeros(d_in, d_in);
+    let mut g = adjacency.map(|_| Mat::<f64>::zeros(d_in, d_in));
+    let block = BLOCK_ROWS.min(rows.len());
+    let mut xb = Mat::<f64>::zeros(block, d_in);
+    let mut yb = vec![0.0f64; if adjacency.is_some() { block * d_in } else { 0 }];
+    for start in rows.clone().step_by(BLOCK_ROWS) {
+        done((start - rows.start) as f64 / rows.len().max(1) as f64);
+        let count = BLOCK_ROWS.min(rows.end - start);
+        for r in 0..count {
+            for (c, &v) in x[(start + r) * d_in..(start + r + 1) * d_in].iter().enumerate() {
+                xb[(r, c)] = v as f64;
+            }
+        }
+        let xb_rows = xb.as_ref().subrows(0, count);
+        add_lower_product(s.as_mut(), xb_rows, xb_rows);
+        if let (Some(a), Some(g)) = (adjacency, g.as_mut()) {
+            let y = &mut yb[..count * d_in];
+            adjacency_times_x(a, x, d_in, start, y);
+            add_lower_product(g.as_mut(), xb_rows, MatRef::from_row_major_slice(y, count, d_in));
+        }
+    }
+    (s, g)
 }
 
 /// Rows scaled to unit length (zero rows stay zero), then the column mean
@@ -240,6 +270,40 @@ fn normalise_and_centre(e: &mut Embeddings) {
     for (row, &s) in e.values.chunks_exact_mut(d).zip(&scale) {
         for (v, &m) in row.iter_mut().zip(&mean) {
             *v = (*v as f64 * s - m) as f32;
+        }
+    }
+}
+
+/// Rows start..start+rows of ÂX into `y` (X stored as f32, sums in f64).
+/// This is the one loop of Rec-PCA that is not a library GEMM; it is
+/// compiled a second time for AVX2+FMA and picked at run time, since the
+/// portable x86-64 build has only SSE2.
+fn adjacency_times_x(a: &CsMat<f64>, x: &[f32], d: usize, start: usize, y: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for
+        return unsafe { adjacency_times_x_avx2(a, x, d, start, y) };
+    }
+    adjacency_times_x_portable(a, x, d, start, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn adjacency_times_x_avx2(a: &CsMat<f64>, x: &[f32], d: usize, start: usize, y: &mut [f64]) {
+    adjacency_times_x_portable(a, x, d, start, y)
+}
+
+/// `y` holds whole rows (row-major), starting at row `start` of ÂX.
+#[inline(always)]
+fn adjacency_times_x_portable(a: &CsMat<f64>, x: &[f32], d: usize, start: usize, y: &mut [f64]) {
+    for (r, out) in y.chunks_exact_mut(d).enumerate() {
+        out.fill(0.0);
+        if let Some(row) = a.outer_view(start + r) {
+            for (j, &w) in row.iter() {
+                for (o, &v) in out.iter_mut().zip(&x[j * d..(j + 1) * d]) {
+                    *o += w * v as f64;
+                }
+            }
         }
     }
 }
@@ -526,6 +590,24 @@ mod tests {
         let three = rec_pca(neg, Some(&a), p, &mut no_progress()).unwrap();
         for (x, y) in one.z.iter().zip(&three.z) {
             assert!((x + y).abs() < 1e-5 || (x - y).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn threads_change_nothing_but_rounding() {
+        // enough rows for several blocks, so that the work is really split
+        let e = random_embeddings(2600, 6, 17);
+        let graph = ring_graph(2600, 4);
+        let (a, _) = graph.normalized_adjacency_for(&e.ids);
+        let one = RecPcaParams::new(3, 0.5, 6, 2600).unwrap();
+        let single = rec_pca(e.clone(), Some(&a), one, &mut no_progress()).unwrap();
+        for threads in [2, 3, 8] {
+            let multi = rec_pca(e.clone(), Some(&a), RecPcaParams { threads, ..one }, &mut no_progress()).unwrap();
+            assert!((single.retained_variance - multi.retained_variance).abs() < 1e-12);
+            assert!((single.graph_tv.unwrap() - multi.graph_tv.unwrap()).abs() < 1e-12);
+            assert!(single.z.iter().zip(&multi.z).all(|(p, q)| (p - q).abs() < 1e-5));
+            // and the same thread count twice gives the same bits
+            assert_eq!(multi, rec_pca(e.clone(), Some(&a), RecPcaParams { threads, ..one }, &mut no_progress()).unwrap());
         }
     }
 

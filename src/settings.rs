@@ -1,0 +1,27 @@
+//! Settings (GUCs), defined when the library is loaded: no
+//! shared_preload_libraries entry is needed, and `SET tfllmer.threads = 4`
+//! works in any session once a tfllmer function has been called (or after
+//! `LOAD 'tfllmer'`).
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+/// Threads the maths may use inside one backend (Rec-PCA's sparse product
+/// and eigendecompositions). Results do not depend on it.
+pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
+
+pub fn define() {
+    GucRegistry::define_int_guc(
+        c"tfllmer.threads",
+        c"Threads a tfllmer function may use for its maths inside one backend.",
+        c"Helper threads do pure computation and never call into PostgreSQL; 1 keeps everything on the backend's own thread.",
+        &THREADS,
+        1,
+        64,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+pub fn threads() -> usize {
+    THREADS.get().max(1) as usize
+}
