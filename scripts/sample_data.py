@@ -6,7 +6,8 @@ items.csv).
 It shows the two problems TF-LLMER addresses:
   1. norm disparity: item vectors have very different lengths (x0.2 to x5);
   2. misaligned clusters: the "LLM" vectors cluster by genre, while users
-     consume items by taste community, which cuts across genres.
+     consume items by taste community, which cuts across genres (the
+     vectors carry only a faint trace of it).
 
 usage: sample_data.py OUT_DIR [--users 600] [--items 400] [--dim 64] [--seed 7]
 """
@@ -37,6 +38,9 @@ def main():
         return [x / n for x in v]
 
     centroids = [unit([rng.gauss(0, 1) for _ in range(a.dim)]) for _ in GENRES]
+    # a faint trace of the taste community in the text embedding: the signal
+    # Rec-PCA can recover with the help of the co-occurrence graph
+    taste = [unit([rng.gauss(0, 1) for _ in range(a.dim)]) for _ in range(COMMUNITIES)]
     items = []  # (item_id, genre, community, popularity)
     vectors = []
     for i in range(a.items):
@@ -44,7 +48,7 @@ def main():
         community = rng.randrange(COMMUNITIES)  # independent of the genre
         popularity = 1.0 / (1 + i // len(GENRES)) ** 0.8
         norm = math.exp(rng.uniform(math.log(0.2), math.log(5.0)))
-        v = unit([c + rng.gauss(0, 0.35) for c in centroids[genre]])
+        v = unit([c + 0.6 * t + rng.gauss(0, 0.35) for c, t in zip(centroids[genre], taste[community])])
         vectors.append([x * norm for x in v])
         items.append((i + 1, genre, community, popularity))
 

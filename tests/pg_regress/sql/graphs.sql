@@ -68,6 +68,15 @@ FROM tfllmer.build_graph('plays_w1', 'plays', user_column => 'listener', item_co
 SELECT (SELECT array_agg(e ORDER BY e) FROM tfllmer.graph_edges('plays_w1') e)
      = (SELECT array_agg(e ORDER BY e) FROM tfllmer.graph_edges('listens_w1') e) AS same_edges_as_window_1;
 
+-- Any table and column names work: they are quoted, never pasted into SQL.
+CREATE SCHEMA "Odd Schema";
+CREATE TABLE "Odd Schema"."we;ird ""table""" ("user id" int, "Item" int, "select" int);
+INSERT INTO "Odd Schema"."we;ird ""table""" SELECT user_id, item_id, ts FROM listens;
+SELECT graph_name, n_edges
+FROM tfllmer.build_graph('odd names ; DROP TABLE listens', '"Odd Schema"."we;ird ""table"""',
+                         user_column => 'user id', item_column => 'Item', time_column => 'select');
+SELECT source_table, user_column, item_column, time_column FROM tfllmer.graphs WHERE graph_name LIKE 'odd%';
+
 -- Rows with a NULL user, item or time are skipped, with a NOTICE.
 INSERT INTO plays VALUES (4, 10, NULL), (NULL, 10, now());
 SELECT n_edges FROM tfllmer.build_graph('plays_nulls', 'plays', user_column => 'listener', item_column => 'track', time_column => 'played_at');
