@@ -38,7 +38,7 @@ fn rec_pca_error(e: RecPcaError) -> ! {
 /// over the co-occurrence graph `graph_name` (NULL: plain PCA) and stores
 /// the result under `embedding_name`, owned by the current role.
 #[pg_extern(volatile, parallel_unsafe)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn rec_pca(
     embedding_name: Option<&str>,
     items: Option<RegClass>,

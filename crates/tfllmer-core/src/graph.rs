@@ -12,6 +12,8 @@ use std::fmt;
 
 use sprs::{CsMat, TriMat};
 
+use crate::sequences::{order_histories, IdIndex};
+
 /// The largest window accepted. Cost grows linearly with the window and
 /// nothing in the method uses windows beyond a few dozen positions.
 pub const MAX_WINDOW_SIZE: usize = 1000;
@@ -284,16 +286,7 @@ pub fn build(
     if events.is_empty() {
         return Err(GraphError::NoInteractions);
     }
-    // group by user (stable counting sort), then order each user's history by
-    // (time, item): cheaper than one global sort, and free on sorted input
-    let users = IdIndex::new(events.iter().map(|e| e.user));
-    let segments = group_by_user(&mut events, &users);
-    for &(start, end) in &segments {
-        let history = &mut events[start..end];
-        if !history.is_sorted_by_key(|e| (e.time, e.item)) {
-            history.sort_unstable_by_key(|e| (e.time, e.item));
-        }
-    }
+    let segments = order_histories(&mut events);
     let training = |&(start, end): &(usize, usize)| {
         let kept = (end - start).saturating_sub(params.holdout);
         &events[start..start + kept]
@@ -416,100 +409,6 @@ fn for_each_pair(nodes: &[u32], user_starts: &[usize], window: usize, mut f: imp
             }
         }
     }
-}
-
-/// Dense indices 0..len for a set of ids, in ascending id order.
-enum IdIndex {
-    /// ids within a small range: a direct lookup table (u32::MAX = absent)
-    Direct { min: i64, slot: Vec<u32>, ids: Vec<i64> },
-    /// sparse ids: binary search in the sorted distinct ids
-    Sorted(Vec<i64>),
-}
-
-impl IdIndex {
-    fn new(ids: impl Iterator<Item = i64> + Clone) -> Self {
-        let (mut min, mut max, mut count) = (i64::MAX, i64::MIN, 0usize);
-        for id in ids.clone() {
-            min = min.min(id);
-            max = max.max(id);
-            count += 1;
-        }
-        let range = (max as i128 - min as i128 + 1).max(0) as u128;
-        if count > 0 && range <= 4 * count as u128 + 1024 {
-            let mut slot = vec![u32::MAX; range as usize];
-            for id in ids {
-                slot[(id - min) as usize] = 0;
-            }
-            let mut distinct = Vec::new();
-            for (offset, s) in slot.iter_mut().enumerate() {
-                if *s == 0 {
-                    *s = distinct.len() as u32;
-                    distinct.push(min + offset as i64);
-                }
-            }
-            IdIndex::Direct { min, slot, ids: distinct }
-        } else {
-            let mut distinct: Vec<i64> = ids.collect();
-            distinct.sort_unstable();
-            distinct.dedup();
-            IdIndex::Sorted(distinct)
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            IdIndex::Direct { ids, .. } | IdIndex::Sorted(ids) => ids.len(),
-        }
-    }
-
-    fn get(&self, id: i64) -> Option<u32> {
-        match self {
-            IdIndex::Direct { min, slot, .. } => {
-                let offset = usize::try_from(id.checked_sub(*min)?).ok()?;
-                slot.get(offset).copied().filter(|&s| s != u32::MAX)
-            }
-            IdIndex::Sorted(ids) => ids.binary_search(&id).ok().map(|i| i as u32),
-        }
-    }
-
-    fn into_ids(self) -> Vec<i64> {
-        match self {
-            IdIndex::Direct { ids, .. } | IdIndex::Sorted(ids) => ids,
-        }
-    }
-}
-
-/// Reorders `events` so that each user's events are contiguous, keeping the
-/// input order within a user; returns each user's [start, end). Tables are
-/// often stored grouped by user already: then nothing moves.
-fn group_by_user(events: &mut Vec<Event>, users: &IdIndex) -> Vec<(usize, usize)> {
-    let mut runs = Vec::with_capacity(users.len());
-    let mut start = 0;
-    for i in 1..=events.len() {
-        if i == events.len() || events[i].user != events[start].user {
-            runs.push((start, i));
-            start = i;
-        }
-    }
-    if runs.len() == users.len() {
-        return runs;
-    }
-    let keys: Vec<u32> = events.iter().map(|e| users.get(e.user).unwrap_or(0)).collect();
-    let mut begin = vec![0usize; users.len() + 1];
-    for &k in &keys {
-        begin[k as usize + 1] += 1;
-    }
-    for k in 0..users.len() {
-        begin[k + 1] += begin[k];
-    }
-    let mut fill = begin.clone();
-    let mut grouped = vec![Event { user: 0, time: 0, item: 0 }; events.len()];
-    for (e, &k) in events.iter().zip(&keys) {
-        grouped[fill[k as usize]] = *e;
-        fill[k as usize] += 1;
-    }
-    *events = grouped;
-    begin.windows(2).filter(|w| w[0] < w[1]).map(|w| (w[0], w[1])).collect()
 }
 
 /// Per node, keeps its k heaviest edges (ties: the smaller item id first); an

@@ -7,6 +7,8 @@ pub mod graph;
 pub mod embedding_codec;
 pub mod graph_codec;
 pub mod parallel;
+pub mod ranking;
 pub mod rec_pca;
+pub mod sequences;
 
 pub use graph::{CooccurrenceGraph, Damping, Event, GraphError, GraphParams, Weighting};
