@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test tier. Installs what is missing first (Debian packages,
 # cargo-pgrx, a Python venv for the reference scripts); safe to run twice.
-#   1. unit tests of the maths (cargo test -p tfllmer-core)
+#   1. unit tests of the maths and the models (cargo test -p tfllmer-core -p tfllmer-train)
 #   2. #[pg_test]s inside a throw-away PostgreSQL (cargo pgrx test)
 #   3. regression files (tests/pg_regress) on a private cluster
 #   4. integration checks: persistence across a restart, and build_graph and
@@ -12,7 +12,7 @@ cd "$TFLLMER_ROOT"
 ensure_deps
 
 log "1/4 unit tests"
-cargo test -p tfllmer-core
+cargo test -p tfllmer-core -p tfllmer-train
 
 log "2/4 pg_test (cargo pgrx test)"
 pgrx_data=/tmp/tfllmer-pgrx-test

@@ -1,0 +1,9 @@
+//! tfllmer's sequential recommenders, free of PostgreSQL: SASRec with
+//! TF-LLMER's item-embedding normalisation (METHOD.md, component 1).
+//!
+//! Everything random (initialisation, dropout masks) comes from a seeded
+//! generator of our own ([`rng::SplitMix64`]): candle's CPU RNG cannot be
+//! seeded, and runs must be reproducible for a given seed.
+
+pub mod rng;
+pub mod sasrec;
