@@ -7,3 +7,4 @@
 
 pub mod rng;
 pub mod sasrec;
+pub mod train;
