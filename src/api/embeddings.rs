@@ -116,8 +116,8 @@ fn rec_pca(
             last_phase = phase;
         }
     };
-    let out = rec_pca::rec_pca(embeddings, adjacency.as_ref(), params, &mut progress)
-        .unwrap_or_else(|e| rec_pca_error(e));
+    let out =
+        rec_pca::rec_pca(embeddings, adjacency.as_ref(), params, &mut progress).unwrap_or_else(|e| rec_pca_error(e));
     let build_ms = started.elapsed().as_secs_f64() * 1e3;
 
     let stored = StoredEmbedding::sorted(ids, out.dim, out.z);
@@ -125,8 +125,20 @@ fn rec_pca(
         embedding_name,
         replace,
         &[
-            "source_table", "source_name", "id_column", "embedding_column", "graph_name", "lambda", "n_items",
-            "input_dim", "output_dim", "retained_variance", "graph_tv_pca", "graph_tv", "build_ms", "data",
+            "source_table",
+            "source_name",
+            "id_column",
+            "embedding_column",
+            "graph_name",
+            "lambda",
+            "n_items",
+            "input_dim",
+            "output_dim",
+            "retained_variance",
+            "graph_tv_pca",
+            "graph_tv",
+            "build_ms",
+            "data",
         ],
         vec![
             source.relation.oid.into(),

@@ -14,7 +14,6 @@ use crate::postgres::interactions::InteractionSource;
 use crate::postgres::relation::readable_relation;
 use crate::postgres::sql_types::{RegClass, SqlName};
 
-
 /// Builds the item-item co-occurrence graph of an interaction table and
 /// stores it under `graph_name`, owned by the current role.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -102,8 +101,22 @@ fn build_graph(
         graph_name,
         replace,
         &[
-            "source_table", "source_name", "user_column", "item_column", "time_column", "window_size", "holdout",
-            "weighting", "damping", "top_k", "n_users", "n_items", "n_edges", "total_weight", "build_ms", "csr",
+            "source_table",
+            "source_name",
+            "user_column",
+            "item_column",
+            "time_column",
+            "window_size",
+            "holdout",
+            "weighting",
+            "damping",
+            "top_k",
+            "n_users",
+            "n_items",
+            "n_edges",
+            "total_weight",
+            "build_ms",
+            "csr",
         ],
         vec![
             source.relation.oid.into(),

@@ -108,7 +108,11 @@ impl InteractionSource {
                 TimeKey::Float8 => f64_order_key(f64::from_bits(t.value() as u64)),
                 TimeKey::Ranked => integer_datum(t, 8),
             };
-            out.events.push(Event { user: integer_datum(values[0], user_bytes), item: integer_datum(values[1], item_bytes), time });
+            out.events.push(Event {
+                user: integer_datum(values[0], user_bytes),
+                item: integer_datum(values[1], item_bytes),
+                time,
+            });
             Flow::Continue
         });
         out

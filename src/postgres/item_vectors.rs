@@ -65,7 +65,10 @@ impl VectorSource {
         let mut failure: Option<(Code, String)> = None;
         stream_rows(&query, &self.relation.display, &mut |values, nulls| {
             if nulls[0] {
-                failure = Some((Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("id_column: \"{}\" is NULL in a row", self.id.name)));
+                failure = Some((
+                    Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                    format!("id_column: \"{}\" is NULL in a row", self.id.name),
+                ));
                 return Flow::Stop;
             }
             let item = integer_datum(values[0], id_bytes);
@@ -129,7 +132,10 @@ unsafe fn append_vector(datum: pg_sys::Datum, float8: bool, out: &mut Embeddings
             let values = unsafe { array.data::<f64>().as_ref() };
             for &v in values {
                 if v.is_finite() && v.abs() > f32::MAX as f64 {
-                    return Err((Code::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, format!("has {v:e}, outside the range of real")));
+                    return Err((
+                        Code::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                        format!("has {v:e}, outside the range of real"),
+                    ));
                 }
                 out.values.push(v as f32);
             }

@@ -50,10 +50,13 @@ pub fn readable_relation(value: Option<RegClass>, argument: &'static str) -> Use
     let relkind = unsafe { pg_sys::get_rel_relkind(oid) } as u8;
     let name = owned_cstr(unsafe { pg_sys::get_rel_name(oid) });
     let (Some(name), true) = (name, relkind != 0) else {
-        raise(Code::ERRCODE_UNDEFINED_TABLE, format!("{argument}: relation with OID {} does not exist", u32::from(oid)));
+        raise(
+            Code::ERRCODE_UNDEFINED_TABLE,
+            format!("{argument}: relation with OID {} does not exist", u32::from(oid)),
+        );
     };
-    let namespace = owned_cstr(unsafe { pg_sys::get_namespace_name(pg_sys::get_rel_namespace(oid)) })
-        .unwrap_or_default();
+    let namespace =
+        owned_cstr(unsafe { pg_sys::get_namespace_name(pg_sys::get_rel_namespace(oid)) }).unwrap_or_default();
     let display = format!("{namespace}.{name}");
     let holds_rows = [
         pg_sys::RELKIND_RELATION,
@@ -80,7 +83,10 @@ impl UserRelation {
         if attnum < 0 {
             raise(
                 Code::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("{argument}: \"{name}\" is a system column; name a column of {} \"{}\"", self.argument, self.display),
+                format!(
+                    "{argument}: \"{name}\" is a system column; name a column of {} \"{}\"",
+                    self.argument, self.display
+                ),
             );
         }
         if attnum == 0 {

@@ -57,7 +57,10 @@ struct RowReceiver {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn receive_row(slot: *mut pg_sys::TupleTableSlot, receiver: *mut pg_sys::DestReceiver) -> bool {
+unsafe extern "C-unwind" fn receive_row(
+    slot: *mut pg_sys::TupleTableSlot,
+    receiver: *mut pg_sys::DestReceiver,
+) -> bool {
     // SAFETY: the executor passes back the receiver we built (base is its
     // first field) and a valid slot of the query's result
     unsafe {
@@ -74,7 +77,12 @@ unsafe extern "C-unwind" fn receive_row(slot: *mut pg_sys::TupleTableSlot, recei
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn startup_noop(_receiver: *mut pg_sys::DestReceiver, _operation: std::ffi::c_int, _desc: pg_sys::TupleDesc) {}
+unsafe extern "C-unwind" fn startup_noop(
+    _receiver: *mut pg_sys::DestReceiver,
+    _operation: std::ffi::c_int,
+    _desc: pg_sys::TupleDesc,
+) {
+}
 
 #[pg_guard]
 unsafe extern "C-unwind" fn receiver_noop(_receiver: *mut pg_sys::DestReceiver) {}

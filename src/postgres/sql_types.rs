@@ -4,9 +4,7 @@ use std::ffi::CStr;
 
 use pgrx::callconv::{Arg, ArgAbi};
 use pgrx::pg_sys;
-use pgrx::pgrx_sql_entity_graph::metadata::{
-    ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable,
-};
+use pgrx::pgrx_sql_entity_graph::metadata::{ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable};
 use pgrx::{FromDatum, IntoDatum};
 
 /// A SQL `name` argument (column names), as a Rust string.

@@ -38,11 +38,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t1 = Instant::now();
     let threads: usize = std::env::var("THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
     let params = RecPcaParams { threads, ..RecPcaParams::new(dim, lambda, d, n)? };
-    let out = rec_pca(Embeddings { ids, input_dim: d, values }, Some(&a), params, &mut |phase: &'static str, done: f64| {
-        if done == 0.0 || phase == "done" {
-            eprintln!("{:>8.1} ms  {phase}", t1.elapsed().as_secs_f64() * 1e3);
-        }
-    })?;
+    let out =
+        rec_pca(Embeddings { ids, input_dim: d, values }, Some(&a), params, &mut |phase: &'static str, done: f64| {
+            if done == 0.0 || phase == "done" {
+                eprintln!("{:>8.1} ms  {phase}", t1.elapsed().as_secs_f64() * 1e3);
+            }
+        })?;
     let t2 = Instant::now();
     println!(
         "{{\"n_items\": {n}, \"input_dim\": {d}, \"output_dim\": {dim}, \"graph_items_without_embedding\": {missing}, \

@@ -73,16 +73,15 @@ pub fn decode(bytes: &[u8]) -> Result<StoredEmbedding, CodecError> {
     }
     let n = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or([0; 8]));
     let dim = u32_at(16) as usize;
-    let expected = usize::try_from(n)
-        .ok()
-        .and_then(|n| n.checked_mul(8 + 4 * dim))
-        .and_then(|body| body.checked_add(HEADER_LEN));
+    let expected =
+        usize::try_from(n).ok().and_then(|n| n.checked_mul(8 + 4 * dim)).and_then(|body| body.checked_add(HEADER_LEN));
     if expected != Some(bytes.len()) {
         return Err(CodecError("length does not match the header".into()));
     }
     let n = n as usize;
     let body = &bytes[HEADER_LEN..];
-    let ids: Vec<i64> = body[..n * 8].chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+    let ids: Vec<i64> =
+        body[..n * 8].chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
     if ids.windows(2).any(|w| w[0] >= w[1]) {
         return Err(CodecError("item ids are not ascending".into()));
     }

@@ -107,7 +107,9 @@ pub enum GraphError {
     /// no interactions at all
     NoInteractions,
     /// interactions exist but every one of them is held out
-    NoTrainingInteractions { holdout: usize },
+    NoTrainingInteractions {
+        holdout: usize,
+    },
     /// more distinct items than a graph can index (u32)
     TooManyItems(usize),
 }
@@ -259,7 +261,8 @@ impl CooccurrenceGraph {
         for r in 0..n {
             let (lo, hi) = (indptr[r], indptr[r + 1]);
             // columns in order (rows of items given out of id order arrive unsorted)
-            let mut row: Vec<(usize, f64)> = indices[lo..hi].iter().copied().zip(data[lo..hi].iter().copied()).collect();
+            let mut row: Vec<(usize, f64)> =
+                indices[lo..hi].iter().copied().zip(data[lo..hi].iter().copied()).collect();
             if !row.windows(2).all(|p| p[0].0 < p[1].0) {
                 row.sort_unstable_by_key(|&(c, _)| c);
             }
@@ -279,10 +282,7 @@ impl CooccurrenceGraph {
 }
 
 /// Builds the co-occurrence graph of `events` (in any order).
-pub fn build(
-    mut events: Vec<Event>,
-    params: &GraphParams,
-) -> Result<(CooccurrenceGraph, BuildStats), GraphError> {
+pub fn build(mut events: Vec<Event>, params: &GraphParams) -> Result<(CooccurrenceGraph, BuildStats), GraphError> {
     if events.is_empty() {
         return Err(GraphError::NoInteractions);
     }
@@ -461,9 +461,7 @@ mod tests {
 
     /// user histories given in time order; times are the positions
     fn histories(h: &[(i64, &[i64])]) -> Vec<Event> {
-        h.iter()
-            .flat_map(|&(u, items)| items.iter().enumerate().map(move |(t, &i)| ev(u, t as i64, i)))
-            .collect()
+        h.iter().flat_map(|&(u, items)| items.iter().enumerate().map(move |(t, &i)| ev(u, t as i64, i))).collect()
     }
 
     fn params(window: usize, holdout: usize) -> GraphParams {
@@ -576,8 +574,7 @@ mod tests {
     #[test]
     fn top_k_keeps_heaviest_edges_from_either_end() {
         // star: 1-2 weight 3, 1-3 weight 2, 1-4 weight 1
-        let h: &[(i64, &[i64])] =
-            &[(1, &[1, 2]), (2, &[1, 2]), (3, &[1, 2]), (4, &[1, 3]), (5, &[1, 3]), (6, &[1, 4])];
+        let h: &[(i64, &[i64])] = &[(1, &[1, 2]), (2, &[1, 2]), (3, &[1, 2]), (4, &[1, 3]), (5, &[1, 3]), (6, &[1, 4])];
         let p = GraphParams { top_k: Some(1), ..params(1, 0) };
         let (g, _) = build(histories(h), &p).unwrap();
         // node 1 keeps only 1-2; nodes 3 and 4 have a single edge each and keep it

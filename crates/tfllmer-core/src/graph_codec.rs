@@ -124,7 +124,10 @@ impl Reader<'_> {
     /// A count that cannot exceed what the remaining bytes could hold.
     fn count(&mut self, what: &str) -> Result<usize, CodecError> {
         let v = self.varint(what)?;
-        usize::try_from(v).ok().filter(|&c| c <= self.bytes.len()).ok_or_else(|| CodecError(format!("impossible {what}")))
+        usize::try_from(v)
+            .ok()
+            .filter(|&c| c <= self.bytes.len())
+            .ok_or_else(|| CodecError(format!("impossible {what}")))
     }
 }
 

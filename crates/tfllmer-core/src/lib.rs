@@ -3,8 +3,8 @@
 //! Everything here is plain Rust tested with `cargo test -p tfllmer-core`;
 //! the extension crate only moves data between SQL and these functions.
 
-pub mod graph;
 pub mod embedding_codec;
+pub mod graph;
 pub mod graph_codec;
 pub mod parallel;
 pub mod ranking;

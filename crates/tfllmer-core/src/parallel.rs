@@ -27,7 +27,14 @@ pub fn run_parts<R: Send>(parts: usize, first: impl FnOnce() -> R, rest: impl Fn
         return vec![first()];
     }
     std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..parts).map(|p| spawn_without_signals(scope, { let rest = &rest; move || rest(p) })).collect();
+        let helpers: Vec<_> = (1..parts)
+            .map(|p| {
+                spawn_without_signals(scope, {
+                    let rest = &rest;
+                    move || rest(p)
+                })
+            })
+            .collect();
         let mut results = vec![first()];
         for h in helpers {
             results.push(h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
@@ -50,7 +57,14 @@ pub fn for_each_part<T: Send>(threads: usize, items: &mut [T], unit: usize, work
     std::thread::scope(|scope| {
         let mut chunks = items.chunks_mut(size).enumerate();
         let first = chunks.next();
-        let helpers: Vec<_> = chunks.map(|(i, chunk)| spawn_without_signals(scope, { let work = &work; move || work(i * size, chunk) })).collect();
+        let helpers: Vec<_> = chunks
+            .map(|(i, chunk)| {
+                spawn_without_signals(scope, {
+                    let work = &work;
+                    move || work(i * size, chunk)
+                })
+            })
+            .collect();
         if let Some((_, chunk)) = first {
             work(0, chunk);
         }

@@ -11,7 +11,11 @@ pub struct Ranker {
 }
 
 fn key(score: f32) -> f32 {
-    if score.is_nan() { f32::NEG_INFINITY } else { score }
+    if score.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        score
+    }
 }
 
 impl Ranker {
@@ -103,12 +107,20 @@ impl RankingMetrics {
 
     /// Hit ratio (= recall with one target): share of targets in the top K.
     pub fn hr(&self) -> f64 {
-        if self.users == 0 { 0.0 } else { self.hits / self.users as f64 }
+        if self.users == 0 {
+            0.0
+        } else {
+            self.hits / self.users as f64
+        }
     }
 
     /// Mean NDCG@K with one relevant item: 1 / log2(rank + 2) inside the top K.
     pub fn ndcg(&self) -> f64 {
-        if self.users == 0 { 0.0 } else { self.gain / self.users as f64 }
+        if self.users == 0 {
+            0.0
+        } else {
+            self.gain / self.users as f64
+        }
     }
 }
 

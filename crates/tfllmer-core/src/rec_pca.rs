@@ -201,7 +201,11 @@ pub fn rec_pca(
             let g = symmetrised(g.as_ref(), None, 0.0);
             let tv = |w: MatRef<'_, f64>| {
                 let zz = quadratic_trace(s.as_ref(), w);
-                if zz > 0.0 { 1.0 - quadratic_trace(g.as_ref(), w) / zz } else { 0.0 }
+                if zz > 0.0 {
+                    1.0 - quadratic_trace(g.as_ref(), w) / zz
+                } else {
+                    0.0
+                }
             };
             let pca_tv = match pca {
                 Some(pca) => tv(pca?.0.as_ref()),
@@ -255,9 +259,8 @@ fn accumulate(
 fn normalise_and_centre(e: &mut Embeddings) {
     let d = e.input_dim;
     let n = e.n_items();
-    let scale: Vec<f64> = (0..n)
-        .map(|i| 1.0 / e.row(i).iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt().max(1e-12))
-        .collect();
+    let scale: Vec<f64> =
+        (0..n).map(|i| 1.0 / e.row(i).iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt().max(1e-12)).collect();
     let mut mean = vec![0.0f64; d];
     for (i, &s) in scale.iter().enumerate() {
         for (m, &v) in mean.iter_mut().zip(e.row(i)) {
@@ -536,7 +539,8 @@ mod tests {
         let e = random_embeddings(40, 8, 21);
         let graph = ring_graph(40, 9);
         let (a, _) = graph.normalized_adjacency_for(&e.ids);
-        let with_graph = rec_pca(e.clone(), Some(&a), RecPcaParams::new(3, 0.0, 8, 40).unwrap(), &mut no_progress()).unwrap();
+        let with_graph =
+            rec_pca(e.clone(), Some(&a), RecPcaParams::new(3, 0.0, 8, 40).unwrap(), &mut no_progress()).unwrap();
         let plain = rec_pca(e, None, RecPcaParams::new(3, 0.0, 8, 40).unwrap(), &mut no_progress()).unwrap();
         assert_eq!(with_graph.z, plain.z);
         assert_eq!(with_graph.retained_variance, plain.retained_variance);
@@ -607,7 +611,10 @@ mod tests {
             assert!((single.graph_tv.unwrap() - multi.graph_tv.unwrap()).abs() < 1e-12);
             assert!(single.z.iter().zip(&multi.z).all(|(p, q)| (p - q).abs() < 1e-5));
             // and the same thread count twice gives the same bits
-            assert_eq!(multi, rec_pca(e.clone(), Some(&a), RecPcaParams { threads, ..one }, &mut no_progress()).unwrap());
+            assert_eq!(
+                multi,
+                rec_pca(e.clone(), Some(&a), RecPcaParams { threads, ..one }, &mut no_progress()).unwrap()
+            );
         }
     }
 

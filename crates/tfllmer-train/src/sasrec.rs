@@ -59,7 +59,8 @@ pub struct SasRec {
 fn dropout(x: &Tensor, p: f64, rng: &mut Option<&mut SplitMix64>) -> Result<Tensor> {
     match rng {
         Some(rng) if p > 0.0 => {
-            let mask = Tensor::from_vec(rng.dropout_mask(x.elem_count(), p), x.shape(), x.device())?.to_dtype(x.dtype())?;
+            let mask =
+                Tensor::from_vec(rng.dropout_mask(x.elem_count(), p), x.shape(), x.device())?.to_dtype(x.dtype())?;
             x.mul(&mask)
         }
         _ => Ok(x.clone()),
@@ -98,7 +99,10 @@ impl SasRec {
         // PyTorch's defaults: uniform(±1/sqrt(fan_in)) for weights and biases
         let mut dense = |out: usize, inp: usize| -> Result<(Var, Var)> {
             let bound = 1.0 / (inp as f64).sqrt();
-            Ok((var(rng.uniforms(out * inp, -bound, bound), &[out, inp])?, var(rng.uniforms(out, -bound, bound), &[out])?))
+            Ok((
+                var(rng.uniforms(out * inp, -bound, bound), &[out, inp])?,
+                var(rng.uniforms(out, -bound, bound), &[out])?,
+            ))
         };
         let mut blocks = Vec::with_capacity(config.layers);
         for _ in 0..config.layers {
@@ -260,7 +264,8 @@ mod tests {
         let init: Vec<f32> = (0..10 * 8).map(|i| (i % 7) as f32 - 2.5).collect();
         for normalize in [true, false] {
             let m = SasRec::new(config(10, normalize, DType::F32), Some(&init), &mut SplitMix64::new(2)).unwrap();
-            let norms = m.item_table().unwrap().sqr().unwrap().sum(1).unwrap().sqrt().unwrap().to_vec1::<f32>().unwrap();
+            let norms =
+                m.item_table().unwrap().sqr().unwrap().sum(1).unwrap().sqrt().unwrap().to_vec1::<f32>().unwrap();
             assert_eq!(norms[0], 0.0);
             let unit = norms[1..].iter().all(|&n| (n - 1.0).abs() < 1e-5);
             assert_eq!(unit, normalize);

@@ -144,7 +144,14 @@ mod tests {
     #[test]
     fn metrics_of_a_perfect_and_a_useless_ranking() {
         let cfg = SasRecConfig {
-            n_items: 5, dim: 4, max_len: 3, layers: 1, heads: 1, dropout: 0.0, normalize: true, dtype: DType::F32,
+            n_items: 5,
+            dim: 4,
+            max_len: 3,
+            layers: 1,
+            heads: 1,
+            dropout: 0.0,
+            normalize: true,
+            dtype: DType::F32,
         };
         let m = SasRec::new(cfg, None, &mut SplitMix64::new(1)).unwrap();
         // with every other item in the history, the one item left must rank first
@@ -160,17 +167,32 @@ mod tests {
         let train_part: Vec<&[u32]> = seqs.iter().map(|q| &q[..7]).collect();
         let valid: Vec<(&[u32], u32)> = seqs.iter().map(|q| (&q[..7], q[7])).collect();
         let cfg = SasRecConfig {
-            n_items: n as usize, dim: 16, max_len: 8, layers: 1, heads: 1, dropout: 0.1, normalize: true, dtype: DType::F32,
+            n_items: n as usize,
+            dim: 16,
+            max_len: 8,
+            layers: 1,
+            heads: 1,
+            dropout: 0.1,
+            normalize: true,
+            dtype: DType::F32,
         };
         let mut rng = SplitMix64::new(3);
         let model = SasRec::new(cfg, None, &mut rng).unwrap();
         let before = evaluate(&model, &valid, 10).unwrap().ndcg();
         let options = TrainOptions { epochs: 15, batch_size: 32, learning_rate: 5e-3, patience: 100 };
         let mut seen = Vec::new();
-        let reports = train(&model, &train_part, &valid, &options, &mut rng, &mut |r| {
-            seen.push(r.epoch);
-            Control::Continue
-        }, &mut || Control::Continue)
+        let reports = train(
+            &model,
+            &train_part,
+            &valid,
+            &options,
+            &mut rng,
+            &mut |r| {
+                seen.push(r.epoch);
+                Control::Continue
+            },
+            &mut || Control::Continue,
+        )
         .unwrap();
         assert_eq!(seen, (1..=15).collect::<Vec<_>>());
         assert!(reports.last().unwrap().train_loss < reports[0].train_loss);
@@ -187,7 +209,14 @@ mod tests {
         let train_part: Vec<&[u32]> = seqs.iter().map(|q| &q[..4]).collect();
         let valid: Vec<(&[u32], u32)> = seqs.iter().map(|q| (&q[..4], q[4])).collect();
         let cfg = SasRecConfig {
-            n_items: 10, dim: 8, max_len: 5, layers: 1, heads: 1, dropout: 0.0, normalize: false, dtype: DType::F32,
+            n_items: 10,
+            dim: 8,
+            max_len: 5,
+            layers: 1,
+            heads: 1,
+            dropout: 0.0,
+            normalize: false,
+            dtype: DType::F32,
         };
         let mut rng = SplitMix64::new(4);
         let model = SasRec::new(cfg, None, &mut rng).unwrap();
@@ -195,7 +224,11 @@ mod tests {
         let options = TrainOptions { epochs: 50, batch_size: 8, ..TrainOptions::default() };
         let reports = train(&model, &train_part, &valid, &options, &mut rng, &mut |_| Control::Continue, &mut || {
             batches += 1;
-            if batches == 3 { Control::Stop } else { Control::Continue }
+            if batches == 3 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
         })
         .unwrap();
         assert_eq!(batches, 3);
