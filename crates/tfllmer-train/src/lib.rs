@@ -1,10 +1,11 @@
-//! tfllmer's sequential recommenders, free of PostgreSQL: SASRec with
-//! TF-LLMER's item-embedding normalisation (METHOD.md, component 1).
+//! tfllmer's sequential recommenders, free of PostgreSQL: SASRec and
+//! GRU4Rec with TF-LLMER's item-embedding normalisation (METHOD.md,
+//! component 1), and the reference training scheme.
 //!
 //! Everything random (initialisation, dropout masks) comes from a seeded
 //! generator of our own ([`rng::SplitMix64`]): candle's CPU RNG cannot be
 //! seeded, and runs must be reproducible for a given seed.
 
+pub mod model;
 pub mod rng;
-pub mod sasrec;
 pub mod train;

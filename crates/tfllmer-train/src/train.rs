@@ -9,8 +9,8 @@ use candle_core::{Device, Result, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use tfllmer_core::ranking::{Ranker, RankingMetrics};
 
+use crate::model::{left_pad, Recommender};
 use crate::rng::SplitMix64;
-use crate::sasrec::{left_pad, SasRec};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainOptions {
@@ -43,7 +43,7 @@ pub enum Control {
 
 /// Ranks `target` after each history (full ranking, history masked) and
 /// returns HR/NDCG at `k`.
-pub fn evaluate(model: &SasRec, cases: &[(&[u32], u32)], k: usize) -> Result<RankingMetrics> {
+pub fn evaluate(model: &Recommender, cases: &[(&[u32], u32)], k: usize) -> Result<RankingMetrics> {
     let mut metrics = RankingMetrics::new(k);
     let mut ranker = Ranker::new(model.config.n_items);
     let len = model.config.max_len;
@@ -63,7 +63,7 @@ pub fn evaluate(model: &SasRec, cases: &[(&[u32], u32)], k: usize) -> Result<Ran
 /// may stop the run; `between_batches` may stop it within an epoch. Returns
 /// the reports; the model ends with the weights of the best epoch.
 pub fn train(
-    model: &SasRec,
+    model: &Recommender,
     train: &[&[u32]],
     valid: &[(&[u32], u32)],
     options: &TrainOptions,
@@ -132,7 +132,7 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sasrec::SasRecConfig;
+    use crate::model::{Backbone, ModelConfig};
     use candle_core::DType;
 
     /// Users walk through items 1..=n in steps of one (wrapping): a pattern a
@@ -143,7 +143,8 @@ mod tests {
 
     #[test]
     fn metrics_of_a_perfect_and_a_useless_ranking() {
-        let cfg = SasRecConfig {
+        let cfg = ModelConfig {
+            backbone: Backbone::SasRec,
             n_items: 5,
             dim: 4,
             max_len: 3,
@@ -153,7 +154,7 @@ mod tests {
             normalize: true,
             dtype: DType::F32,
         };
-        let m = SasRec::new(cfg, None, &mut SplitMix64::new(1)).unwrap();
+        let m = Recommender::new(cfg, None, &mut SplitMix64::new(1)).unwrap();
         // with every other item in the history, the one item left must rank first
         let cases: Vec<(&[u32], u32)> = vec![(&[1, 2, 3, 4][..], 5)];
         let all_masked = evaluate(&m, &cases, 1).unwrap();
@@ -166,7 +167,8 @@ mod tests {
         let seqs = walks(120, n, 9);
         let train_part: Vec<&[u32]> = seqs.iter().map(|q| &q[..7]).collect();
         let valid: Vec<(&[u32], u32)> = seqs.iter().map(|q| (&q[..7], q[7])).collect();
-        let cfg = SasRecConfig {
+        let cfg = ModelConfig {
+            backbone: Backbone::SasRec,
             n_items: n as usize,
             dim: 16,
             max_len: 8,
@@ -177,7 +179,7 @@ mod tests {
             dtype: DType::F32,
         };
         let mut rng = SplitMix64::new(3);
-        let model = SasRec::new(cfg, None, &mut rng).unwrap();
+        let model = Recommender::new(cfg, None, &mut rng).unwrap();
         let before = evaluate(&model, &valid, 10).unwrap().ndcg();
         let options = TrainOptions { epochs: 15, batch_size: 32, learning_rate: 5e-3, patience: 100 };
         let mut seen = Vec::new();
@@ -208,7 +210,8 @@ mod tests {
         let seqs = walks(40, 10, 6);
         let train_part: Vec<&[u32]> = seqs.iter().map(|q| &q[..4]).collect();
         let valid: Vec<(&[u32], u32)> = seqs.iter().map(|q| (&q[..4], q[4])).collect();
-        let cfg = SasRecConfig {
+        let cfg = ModelConfig {
+            backbone: Backbone::SasRec,
             n_items: 10,
             dim: 8,
             max_len: 5,
@@ -219,7 +222,7 @@ mod tests {
             dtype: DType::F32,
         };
         let mut rng = SplitMix64::new(4);
-        let model = SasRec::new(cfg, None, &mut rng).unwrap();
+        let model = Recommender::new(cfg, None, &mut rng).unwrap();
         let mut batches = 0;
         let options = TrainOptions { epochs: 50, batch_size: 8, ..TrainOptions::default() };
         let reports = train(&model, &train_part, &valid, &options, &mut rng, &mut |_| Control::Continue, &mut || {

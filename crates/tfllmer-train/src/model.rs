@@ -1,11 +1,14 @@
-//! SASRec (self-attentive sequential recommendation) with TF-LLMER's item
+//! Sequential recommenders (SASRec, GRU4Rec) with TF-LLMER's item
 //! normalisation: the item table is L2-normalised in every forward pass,
 //! both where items are looked up and where they are scored
 //! (logits = <h, ê_i>), padding row 0 stays zero and is never scored.
 //!
-//! Pre-norm transformer blocks as in shared/reference/sasrec_ref.py:
+//! SASRec: pre-norm transformer blocks as in shared/reference/sasrec_ref.py,
 //! x += drop(attn(LN(x))); x += drop(FFN(LN(x))), FFN = W2·drop(gelu(W1·x)),
 //! causal self-attention, learned positions, a final LayerNorm.
+//! GRU4Rec: one GRU layer over the (dropped-out) item vectors; with
+//! normalised items its states are scaled by a learnable s (init 1/0.07),
+//! since a tanh-bounded state cannot sharpen the logits on its own.
 //!
 //! Only composite candle ops are used: the fused softmax / layer-norm
 //! kernels have no backward pass (shared/CANDLE.md), which the tests check
@@ -21,8 +24,19 @@ use crate::rng::SplitMix64;
 const MASKED: f64 = -1e9;
 const LN_EPS: f32 = 1e-5;
 
+/// The sequence encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backbone {
+    /// causal self-attention blocks (Kang & McAuley 2018)
+    SasRec,
+    /// one GRU layer (Hidasi et al. 2016); its output is bounded (tanh), so
+    /// with normalised items the logits get a learnable scale (METHOD.md)
+    Gru4Rec,
+}
+
 #[derive(Clone, Debug, PartialEq)]
-pub struct SasRecConfig {
+pub struct ModelConfig {
+    pub backbone: Backbone,
     pub n_items: usize,
     pub dim: usize,
     pub max_len: usize,
@@ -33,6 +47,9 @@ pub struct SasRecConfig {
     pub normalize: bool,
     pub dtype: DType,
 }
+
+/// Initial logit scale of a bounded backbone with normalised items: 1/0.07.
+const INITIAL_LOGIT_SCALE: f32 = 1.0 / 0.07;
 
 struct Block {
     ln1: (Var, Var),
@@ -45,13 +62,24 @@ struct Block {
     ff2: (Var, Var),
 }
 
-pub struct SasRec {
-    pub config: SasRecConfig,
+/// A GRU layer with PyTorch's gate layout (r, z, n).
+struct Gru {
+    input: (Var, Var),
+    hidden: (Var, Var),
+}
+
+enum Encoder {
+    SasRec { pos: Var, blocks: Vec<Block>, ln_final: (Var, Var) },
+    Gru4Rec { gru: Gru, logit_scale: Option<Var> },
+}
+
+/// A sequential recommender: an item table (normalised in every forward
+/// pass when configured) and a sequence encoder.
+pub struct Recommender {
+    pub config: ModelConfig,
     /// (n_items + 1) × dim; row 0 is padding
     pub item: Var,
-    pos: Var,
-    blocks: Vec<Block>,
-    ln_final: (Var, Var),
+    encoder: Encoder,
 }
 
 /// Dropout with a mask drawn from our seeded generator (identity when `rng`
@@ -75,16 +103,16 @@ fn layer_norm(x: &Tensor, (w, b): &(Var, Var)) -> Result<Tensor> {
     layer_norm_slow(x, w.as_tensor(), b.as_tensor(), LN_EPS)
 }
 
-impl SasRec {
+impl Recommender {
     /// A new model. `init`, when given, holds the starting vectors of items
     /// 1..=n_items (row-major, n_items × dim, e.g. Rec-PCA output); otherwise
     /// item rows start N(0, 0.02²) like the other embeddings.
-    pub fn new(config: SasRecConfig, init: Option<&[f32]>, rng: &mut SplitMix64) -> Result<Self> {
+    pub fn new(config: ModelConfig, init: Option<&[f32]>, rng: &mut SplitMix64) -> Result<Self> {
         let (n, d, dt) = (config.n_items, config.dim, config.dtype);
-        let dev = Device::Cpu;
-        if config.heads == 0 || d % config.heads != 0 {
+        if config.backbone == Backbone::SasRec && (config.heads == 0 || d % config.heads != 0) {
             candle_core::bail!("dim {d} is not divisible by heads {}", config.heads);
         }
+        let dev = Device::Cpu;
         let var = |values: Vec<f32>, shape: &[usize]| -> Result<Var> {
             Var::from_tensor(&Tensor::from_vec(values, shape, &dev)?.to_dtype(dt)?)
         };
@@ -95,37 +123,58 @@ impl SasRec {
             None => item_values.extend(rng.normals(n * d, 0.02)),
         }
         let item = var(item_values, &[n + 1, d])?;
-        let pos = var(rng.normals(config.max_len * d, 0.02), &[config.max_len, d])?;
         // PyTorch's defaults: uniform(±1/sqrt(fan_in)) for weights and biases
-        let mut dense = |out: usize, inp: usize| -> Result<(Var, Var)> {
+        let dense = |out: usize, inp: usize, rng: &mut SplitMix64| -> Result<(Var, Var)> {
             let bound = 1.0 / (inp as f64).sqrt();
             Ok((
                 var(rng.uniforms(out * inp, -bound, bound), &[out, inp])?,
                 var(rng.uniforms(out, -bound, bound), &[out])?,
             ))
         };
-        let mut blocks = Vec::with_capacity(config.layers);
-        for _ in 0..config.layers {
-            let (q, k, v, o) = (dense(d, d)?, dense(d, d)?, dense(d, d)?, dense(d, d)?);
-            let (ff1, ff2) = (dense(d, d)?, dense(d, d)?);
-            let ln = || -> Result<(Var, Var)> { Ok((var(vec![1.0; d], &[d])?, var(vec![0.0; d], &[d])?)) };
-            blocks.push(Block { ln1: ln()?, q, k, v, o, ln2: ln()?, ff1, ff2 });
-        }
-        let ln_final = (var(vec![1.0; d], &[d])?, var(vec![0.0; d], &[d])?);
-        Ok(Self { config, item, pos, blocks, ln_final })
+        let encoder = match config.backbone {
+            Backbone::SasRec => {
+                let pos = var(rng.normals(config.max_len * d, 0.02), &[config.max_len, d])?;
+                let mut blocks = Vec::with_capacity(config.layers);
+                for _ in 0..config.layers {
+                    let (q, k, v, o) = (dense(d, d, rng)?, dense(d, d, rng)?, dense(d, d, rng)?, dense(d, d, rng)?);
+                    let (ff1, ff2) = (dense(d, d, rng)?, dense(d, d, rng)?);
+                    let ln = || -> Result<(Var, Var)> { Ok((var(vec![1.0; d], &[d])?, var(vec![0.0; d], &[d])?)) };
+                    blocks.push(Block { ln1: ln()?, q, k, v, o, ln2: ln()?, ff1, ff2 });
+                }
+                let ln_final = (var(vec![1.0; d], &[d])?, var(vec![0.0; d], &[d])?);
+                Encoder::SasRec { pos, blocks, ln_final }
+            }
+            Backbone::Gru4Rec => {
+                // PyTorch's GRU init: uniform(±1/sqrt(hidden)) everywhere
+                let gru = Gru { input: dense(3 * d, d, rng)?, hidden: dense(3 * d, d, rng)? };
+                let logit_scale = if config.normalize { Some(var(vec![INITIAL_LOGIT_SCALE], &[1])?) } else { None };
+                Encoder::Gru4Rec { gru, logit_scale }
+            }
+        };
+        Ok(Self { config, item, encoder })
     }
 
     /// Every trainable parameter.
     pub fn vars(&self) -> Vec<Var> {
-        let mut v = vec![self.item.clone(), self.pos.clone()];
-        for b in &self.blocks {
-            for (w, bias) in [&b.ln1, &b.q, &b.k, &b.v, &b.o, &b.ln2, &b.ff1, &b.ff2] {
-                v.push(w.clone());
-                v.push(bias.clone());
+        let mut v = vec![self.item.clone()];
+        let mut pairs: Vec<&(Var, Var)> = Vec::new();
+        match &self.encoder {
+            Encoder::SasRec { pos, blocks, ln_final } => {
+                v.push(pos.clone());
+                for b in blocks {
+                    pairs.extend([&b.ln1, &b.q, &b.k, &b.v, &b.o, &b.ln2, &b.ff1, &b.ff2]);
+                }
+                pairs.push(ln_final);
+            }
+            Encoder::Gru4Rec { gru, logit_scale } => {
+                pairs.extend([&gru.input, &gru.hidden]);
+                v.extend(logit_scale.iter().cloned());
             }
         }
-        v.push(self.ln_final.0.clone());
-        v.push(self.ln_final.1.clone());
+        for (w, b) in pairs {
+            v.push(w.clone());
+            v.push(b.clone());
+        }
         v
     }
 
@@ -152,29 +201,55 @@ impl SasRec {
     /// dropout (training).
     pub fn forward(&self, seq: &Tensor, mut rng: Option<&mut SplitMix64>) -> Result<(Tensor, Tensor)> {
         let (b, l) = seq.dims2()?;
-        let (d, h) = (self.config.dim, self.config.heads);
-        let dh = d / h;
+        let d = self.config.dim;
         let table = self.item_table()?;
         let x = table.index_select(&seq.flatten_all()?, 0)?.reshape((b, l, d))?;
-        let x = x.broadcast_add(&self.pos.as_tensor().i(0..l)?)?;
-        let mut x = dropout(&x, self.config.dropout, &mut rng)?;
+        let hidden = match &self.encoder {
+            Encoder::SasRec { pos, blocks, ln_final } => {
+                let x = x.broadcast_add(&pos.as_tensor().i(0..l)?)?;
+                self.attend(seq, dropout(&x, self.config.dropout, &mut rng)?, blocks, ln_final, &mut rng)?
+            }
+            Encoder::Gru4Rec { gru, logit_scale } => {
+                let h = gru_forward(gru, &dropout(&x, self.config.dropout, &mut rng)?)?;
+                match logit_scale {
+                    // scaling h scales every logit <h, ê_i>
+                    Some(s) => h.broadcast_mul(s.as_tensor())?,
+                    None => h,
+                }
+            }
+        };
+        Ok((hidden, table))
+    }
+
+    fn attend(
+        &self,
+        seq: &Tensor,
+        mut x: Tensor,
+        blocks: &[Block],
+        ln_final: &(Var, Var),
+        rng: &mut Option<&mut SplitMix64>,
+    ) -> Result<Tensor> {
+        let (b, l) = seq.dims2()?;
+        let (d, h) = (self.config.dim, self.config.heads);
+        let dh = d / h;
+        let p = self.config.dropout;
         let mask = attention_mask(seq)?.to_dtype(x.dtype())?;
         let scale = 1.0 / (dh as f64).sqrt();
-        for block in &self.blocks {
+        for block in blocks {
             let y = layer_norm(&x, &block.ln1)?;
             let heads = |t: Tensor| -> Result<Tensor> { t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous() };
             let q = heads(linear(&y, &block.q)?)?;
             let k = heads(linear(&y, &block.k)?)?;
             let v = heads(linear(&y, &block.v)?)?;
             let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
-            let att = dropout(&softmax(&scores, D::Minus1)?, self.config.dropout, &mut rng)?;
+            let att = dropout(&softmax(&scores, D::Minus1)?, p, rng)?;
             let ctx = att.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, l, d))?;
-            x = (x + dropout(&linear(&ctx, &block.o)?, self.config.dropout, &mut rng)?)?;
+            x = (x + dropout(&linear(&ctx, &block.o)?, p, rng)?)?;
             let y = layer_norm(&x, &block.ln2)?;
-            let f = dropout(&linear(&y, &block.ff1)?.gelu_erf()?, self.config.dropout, &mut rng)?;
-            x = (x + dropout(&linear(&f, &block.ff2)?, self.config.dropout, &mut rng)?)?;
+            let f = dropout(&linear(&y, &block.ff1)?.gelu_erf()?, p, rng)?;
+            x = (x + dropout(&linear(&f, &block.ff2)?, p, rng)?)?;
         }
-        Ok((layer_norm(&x, &self.ln_final)?, table))
+        layer_norm(&x, ln_final)
     }
 
     /// Mean cross-entropy of next-item prediction at every non-padding
@@ -198,6 +273,30 @@ impl SasRec {
         let l = hidden.dim(1)?;
         hidden.i((.., l - 1, ..))?.contiguous()?.matmul(&table.t()?)
     }
+}
+
+/// σ(x) from composite ops (which all have a backward pass).
+fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    (x.neg()?.exp()? + 1.0)?.recip()
+}
+
+/// Runs the GRU over B × L × d inputs from a zero state; returns every
+/// step's state, B × L × d (PyTorch's equations and gate order r, z, n).
+fn gru_forward(gru: &Gru, x: &Tensor) -> Result<Tensor> {
+    let (b, l, d) = x.dims3()?;
+    let gi = linear(x, &gru.input)?; // B × L × 3d, all steps at once
+    let mut h = Tensor::zeros((b, d), x.dtype(), x.device())?;
+    let mut states = Vec::with_capacity(l);
+    for t in 0..l {
+        let gi_t = gi.i((.., t, ..))?;
+        let gh = linear(&h, &gru.hidden)?;
+        let r = sigmoid(&(gi_t.narrow(1, 0, d)? + gh.narrow(1, 0, d)?)?)?;
+        let z = sigmoid(&(gi_t.narrow(1, d, d)? + gh.narrow(1, d, d)?)?)?;
+        let n = (gi_t.narrow(1, 2 * d, d)? + r.mul(&gh.narrow(1, 2 * d, d)?)?)?.tanh()?;
+        h = ((z.affine(-1.0, 1.0)?.mul(&n))? + z.mul(&h)?)?;
+        states.push(h.unsqueeze(1)?);
+    }
+    Tensor::cat(&states, 1)
 }
 
 /// Additive attention mask, B × 1 × L × L: a position sees itself and the
@@ -234,8 +333,22 @@ pub fn left_pad(seqs: &[&[u32]], len: usize) -> Vec<u32> {
 mod tests {
     use super::*;
 
-    fn config(n_items: usize, normalize: bool, dtype: DType) -> SasRecConfig {
-        SasRecConfig { n_items, dim: 8, max_len: 6, layers: 2, heads: 2, dropout: 0.0, normalize, dtype }
+    fn config(n_items: usize, normalize: bool, dtype: DType) -> ModelConfig {
+        ModelConfig {
+            backbone: Backbone::SasRec,
+            n_items,
+            dim: 8,
+            max_len: 6,
+            layers: 2,
+            heads: 2,
+            dropout: 0.0,
+            normalize,
+            dtype,
+        }
+    }
+
+    fn gru_config(n_items: usize, normalize: bool, dtype: DType) -> ModelConfig {
+        ModelConfig { backbone: Backbone::Gru4Rec, ..config(n_items, normalize, dtype) }
     }
 
     fn batch(rows: &[&[u32]], len: usize) -> Tensor {
@@ -249,7 +362,7 @@ mod tests {
 
     #[test]
     fn shapes_and_padding_row() {
-        let m = SasRec::new(config(10, true, DType::F32), None, &mut SplitMix64::new(1)).unwrap();
+        let m = Recommender::new(config(10, true, DType::F32), None, &mut SplitMix64::new(1)).unwrap();
         let seq = batch(&[&[1, 2, 3], &[4]], 6);
         let (h, table) = m.forward(&seq, None).unwrap();
         assert_eq!(h.dims(), &[2, 6, 8]);
@@ -263,7 +376,7 @@ mod tests {
     fn normalised_table_rows_have_unit_length_and_raw_ones_do_not() {
         let init: Vec<f32> = (0..10 * 8).map(|i| (i % 7) as f32 - 2.5).collect();
         for normalize in [true, false] {
-            let m = SasRec::new(config(10, normalize, DType::F32), Some(&init), &mut SplitMix64::new(2)).unwrap();
+            let m = Recommender::new(config(10, normalize, DType::F32), Some(&init), &mut SplitMix64::new(2)).unwrap();
             let norms =
                 m.item_table().unwrap().sqr().unwrap().sum(1).unwrap().sqrt().unwrap().to_vec1::<f32>().unwrap();
             assert_eq!(norms[0], 0.0);
@@ -274,7 +387,7 @@ mod tests {
 
     #[test]
     fn positions_do_not_see_the_future() {
-        let m = SasRec::new(config(10, true, DType::F32), None, &mut SplitMix64::new(3)).unwrap();
+        let m = Recommender::new(config(10, true, DType::F32), None, &mut SplitMix64::new(3)).unwrap();
         let (a, _) = m.forward(&batch(&[&[1, 2, 3, 4, 5, 6]], 6), None).unwrap();
         let (b, _) = m.forward(&batch(&[&[1, 2, 3, 9, 8, 7]], 6), None).unwrap();
         let prefix = |t: &Tensor| t.i((0, 0..3, ..)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -285,10 +398,11 @@ mod tests {
 
     #[test]
     fn padding_does_not_change_real_positions() {
-        let m = SasRec::new(config(10, true, DType::F32), None, &mut SplitMix64::new(4)).unwrap();
+        let m = Recommender::new(config(10, true, DType::F32), None, &mut SplitMix64::new(4)).unwrap();
         // the same history with more or less left padding: only positions
         // (learned, absolute) differ, so compare a model whose positions are zero
-        m.pos.set(&m.pos.as_tensor().zeros_like().unwrap()).unwrap();
+        let Encoder::SasRec { pos, .. } = &m.encoder else { unreachable!("a SASRec model") };
+        pos.set(&pos.as_tensor().zeros_like().unwrap()).unwrap();
         let (a, _) = m.forward(&batch(&[&[3, 4]], 6), None).unwrap();
         let (b, _) = m.forward(&batch(&[&[3, 4]], 4), None).unwrap();
         let last = |t: &Tensor, l: usize| t.i((0, l - 1, ..)).unwrap().to_vec1::<f32>().unwrap();
@@ -299,8 +413,14 @@ mod tests {
 
     #[test]
     fn every_parameter_gets_a_gradient_and_it_matches_finite_differences() {
+        gradient_check(config(7, true, DType::F64));
+        gradient_check(gru_config(7, true, DType::F64));
+        gradient_check(gru_config(7, false, DType::F64));
+    }
+
+    fn gradient_check(cfg: ModelConfig) {
         let mut rng = SplitMix64::new(5);
-        let m = SasRec::new(config(7, true, DType::F64), None, &mut rng).unwrap();
+        let m = Recommender::new(cfg, None, &mut rng).unwrap();
         let seq = batch(&[&[1, 2, 3, 4], &[5, 6]], 6);
         let targets = left_pad(&[&[2, 3, 4, 7], &[6, 1]], 6);
         let loss = m.loss(&seq, &targets, None).unwrap();
@@ -310,7 +430,8 @@ mod tests {
         }
         // central differences on a few entries of a few parameters
         let eps = 1e-6;
-        for v in [&m.vars()[0], &m.vars()[4], &m.vars()[20], m.vars().last().unwrap()] {
+        let vars = m.vars();
+        for v in [&vars[0], &vars[vars.len() / 2], &vars[vars.len() - 2], vars.last().unwrap()] {
             let g = grads.get(v).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
             let base = v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
             for idx in [1usize, base.len() / 2, base.len() - 1] {
@@ -329,10 +450,26 @@ mod tests {
 
     #[test]
     fn training_lowers_the_loss_and_is_reproducible() {
+        training_run_check(config(12, true, DType::F32));
+        training_run_check(gru_config(12, true, DType::F32));
+    }
+
+    #[test]
+    fn gru4rec_shapes_and_logit_scale() {
+        for normalize in [true, false] {
+            let m = Recommender::new(gru_config(10, normalize, DType::F32), None, &mut SplitMix64::new(6)).unwrap();
+            let (h, _) = m.forward(&batch(&[&[1, 2, 3], &[4]], 6), None).unwrap();
+            assert_eq!(h.dims(), &[2, 6, 8]);
+            // 1 item table + 2 weight/bias pairs, + the scale when normalised
+            assert_eq!(m.vars().len(), 5 + usize::from(normalize));
+        }
+    }
+
+    fn training_run_check(base: ModelConfig) {
         let run = || {
             let mut rng = SplitMix64::new(9);
-            let cfg = SasRecConfig { dropout: 0.1, ..config(12, true, DType::F32) };
-            let m = SasRec::new(cfg, None, &mut rng).unwrap();
+            let cfg = ModelConfig { dropout: 0.1, ..base.clone() };
+            let m = Recommender::new(cfg, None, &mut rng).unwrap();
             let mut opt = <candle_nn::AdamW as candle_nn::Optimizer>::new(
                 m.vars(),
                 candle_nn::ParamsAdamW { lr: 1e-2, weight_decay: 0.0, ..Default::default() },
