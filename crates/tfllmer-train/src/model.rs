@@ -263,7 +263,7 @@ impl Recommender {
         let count = positions.len();
         let h = hidden.reshape(((), d))?.index_select(&Tensor::from_vec(positions, count, dev)?, 0)?;
         let logits = h.matmul(&table.i(1..)?.t()?)?;
-        candle_nn::loss::cross_entropy(&logits, &Tensor::from_vec(labels, count, dev)?)
+        crate::loss::cross_entropy(&logits, &Tensor::from_vec(labels, count, dev)?)
     }
 
     /// Scores of every token (index 0 = padding, set very low) after each
