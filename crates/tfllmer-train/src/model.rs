@@ -154,28 +154,69 @@ impl Recommender {
         Ok(Self { config, item, encoder })
     }
 
-    /// Every trainable parameter.
-    pub fn vars(&self) -> Vec<Var> {
-        let mut v = vec![self.item.clone()];
-        let mut pairs: Vec<&(Var, Var)> = Vec::new();
+    /// Every trainable parameter with a stable name (the model file's keys).
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let mut named = vec![("item".to_string(), self.item.clone())];
+        let mut pair = |prefix: String, (w, b): &(Var, Var)| {
+            named.push((format!("{prefix}.weight"), w.clone()));
+            named.push((format!("{prefix}.bias"), b.clone()));
+        };
+        let mut extra = Vec::new();
         match &self.encoder {
             Encoder::SasRec { pos, blocks, ln_final } => {
-                v.push(pos.clone());
-                for b in blocks {
-                    pairs.extend([&b.ln1, &b.q, &b.k, &b.v, &b.o, &b.ln2, &b.ff1, &b.ff2]);
+                extra.push(("pos".to_string(), pos.clone()));
+                for (i, b) in blocks.iter().enumerate() {
+                    for (part, p) in [
+                        ("ln1", &b.ln1),
+                        ("q", &b.q),
+                        ("k", &b.k),
+                        ("v", &b.v),
+                        ("o", &b.o),
+                        ("ln2", &b.ln2),
+                        ("ff1", &b.ff1),
+                        ("ff2", &b.ff2),
+                    ] {
+                        pair(format!("blocks.{i}.{part}"), p);
+                    }
                 }
-                pairs.push(ln_final);
+                pair("ln_final".to_string(), ln_final);
             }
             Encoder::Gru4Rec { gru, logit_scale } => {
-                pairs.extend([&gru.input, &gru.hidden]);
-                v.extend(logit_scale.iter().cloned());
+                pair("gru.input".to_string(), &gru.input);
+                pair("gru.hidden".to_string(), &gru.hidden);
+                extra.extend(logit_scale.iter().map(|s| ("logit_scale".to_string(), s.clone())));
             }
         }
-        for (w, b) in pairs {
-            v.push(w.clone());
-            v.push(b.clone());
+        named.extend(extra);
+        named
+    }
+
+    /// Every trainable parameter.
+    pub fn vars(&self) -> Vec<Var> {
+        self.named_vars().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The parameters as a safetensors file (the configuration is kept
+    /// beside it, by the caller).
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let named: Vec<(String, Tensor)> =
+            self.named_vars().into_iter().map(|(name, v)| (name, v.as_tensor().clone())).collect();
+        safetensors::serialize(named, None).map_err(|e| candle_core::Error::Msg(format!("saving the model: {e}")))
+    }
+
+    /// A model of `config` with the parameters of a safetensors file; every
+    /// parameter must be present with its shape.
+    pub fn from_safetensors(config: ModelConfig, bytes: &[u8]) -> Result<Self> {
+        let model = Self::new(config, None, &mut SplitMix64::new(0))?;
+        let mut stored = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+        for (name, var) in model.named_vars() {
+            let Some(t) = stored.remove(&name) else { candle_core::bail!("model file lacks {name}") };
+            if t.shape() != var.shape() {
+                candle_core::bail!("model file has {name} of shape {:?}, expected {:?}", t.shape(), var.shape());
+            }
+            var.set(&t.to_dtype(var.dtype())?)?;
         }
-        v
+        Ok(model)
     }
 
     /// The item table as the model uses it: rows L2-normalised when
@@ -434,7 +475,7 @@ mod tests {
         for v in [&vars[0], &vars[vars.len() / 2], &vars[vars.len() - 2], vars.last().unwrap()] {
             let g = grads.get(v).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
             let base = v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-            for idx in [1usize, base.len() / 2, base.len() - 1] {
+            for idx in [0usize, base.len() / 2, base.len() - 1] {
                 let at = |delta: f64| {
                     let mut p = base.clone();
                     p[idx] += delta;
@@ -452,6 +493,23 @@ mod tests {
     fn training_lowers_the_loss_and_is_reproducible() {
         training_run_check(config(12, true, DType::F32));
         training_run_check(gru_config(12, true, DType::F32));
+    }
+
+    #[test]
+    fn a_saved_model_loads_back_exactly() {
+        for cfg in [config(9, true, DType::F32), gru_config(9, true, DType::F32), gru_config(9, false, DType::F32)] {
+            let m = Recommender::new(cfg.clone(), None, &mut SplitMix64::new(11)).unwrap();
+            let bytes = m.to_safetensors().unwrap();
+            let back = Recommender::from_safetensors(cfg.clone(), &bytes).unwrap();
+            let seq = batch(&[&[1, 2, 3], &[9]], 6);
+            let a = m.score_last(&seq).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = back.score_last(&seq).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(a, b);
+            // a file of another shape is refused
+            let other = ModelConfig { dim: 4, heads: 1, ..cfg };
+            assert!(Recommender::from_safetensors(other, &bytes).is_err());
+            assert!(Recommender::from_safetensors(config(9, true, DType::F32), b"not a model").is_err());
+        }
     }
 
     #[test]
