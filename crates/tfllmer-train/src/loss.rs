@@ -134,28 +134,11 @@ mod tests {
                 theirs.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(),
             );
             assert!((a - b).abs() < tol, "{a} vs {b}");
-            let ga = ours
-                .backward()
-                .unwrap()
-                .get(&x)
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap();
-            let gb = theirs
-                .backward()
-                .unwrap()
-                .get(&x)
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap();
+            let gradient = |loss: &Tensor| -> Vec<f64> {
+                let g = loss.backward().unwrap().get(&x).unwrap().to_dtype(DType::F64).unwrap();
+                g.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+            };
+            let (ga, gb) = (gradient(&ours), gradient(&theirs));
             for (p, q) in ga.iter().zip(&gb) {
                 assert!((p - q).abs() < tol, "gradient {p} vs {q}");
             }
