@@ -1,7 +1,7 @@
 //! Times the parts of one training step (forward, loss, backward, Adam) on
 //! random data of a given size, to see where an epoch's time goes.
 //!
-//! usage: cargo run --release -p tfllmer-train --example step_timing -- [ITEMS] [BATCH] [LEN] [sasrec|gru4rec]
+//! usage: cargo run --release -p tfllmer-train --example step_timing -- [ITEMS] [BATCH] [LEN] [sasrec|gru4rec] [LAYERS]
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n_items: n,
         dim: 64,
         max_len: l,
-        layers: 2,
+        layers: arg(5, 2),
         heads: 1,
         dropout: 0.2,
         normalize: true,

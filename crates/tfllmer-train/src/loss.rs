@@ -3,19 +3,32 @@
 //! candle's composite `cross_entropy` (log_softmax + gather) materialises
 //! several logits-sized tensors and is slow in backward; shared/CANDLE.md
 //! measured 4.5x PyTorch's time for the output layer with it, 1.5x with a
-//! fused op. Forward: the mean of logsumexp(x_i) − x_i[t_i]. Backward:
-//! (softmax(x_i) − onehot(t_i)) · g / N, in one pass per row.
+//! fused op. Forward: the mean of logsumexp(x_i) − x_i[t_i], keeping each
+//! row's logsumexp; backward: (softmax(x_i) − onehot(t_i)) · g / N in one
+//! pass per row, the upstream gradient g folded in.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
+use num_traits::Float;
 use rayon::prelude::*;
 
 /// Mean cross-entropy of `logits` (N × C) against `targets` (N, u32 in 0..C).
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    logits.contiguous()?.apply_op2(&targets.contiguous()?, FusedCrossEntropy)
+    let op = FusedCrossEntropy { row_lse: Arc::new(Mutex::new(Vec::new())) };
+    logits.contiguous()?.apply_op2(&targets.contiguous()?, op)
 }
 
-struct FusedCrossEntropy;
-struct CrossEntropyGrad;
+/// The forward op keeps each row's logsumexp for its backward pass.
+struct FusedCrossEntropy {
+    row_lse: Arc<Mutex<Vec<f64>>>,
+}
+
+/// (softmax − onehot) · scale / N, from the logsumexps of the forward pass.
+struct CrossEntropyGrad {
+    row_lse: Vec<f64>,
+    scale: f64,
+}
 
 fn rows<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<(&'a [T], usize, usize)> {
     let (n, c) = l.shape().dims2()?;
@@ -36,27 +49,37 @@ fn targets<'a>(s: &'a CpuStorage, l: &Layout, n: usize, c: usize) -> Result<&'a 
     Ok(t)
 }
 
-fn log_sum_exp<T: WithDType>(row: &[T]) -> f64 {
-    let max = row.iter().map(|v| v.to_f64()).fold(f64::NEG_INFINITY, f64::max);
-    max + row.iter().map(|v| (v.to_f64() - max).exp()).sum::<f64>().ln()
+/// logsumexp of a row, in the row's own precision (max-shifted, so stable).
+fn log_sum_exp<T: Float>(row: &[T]) -> T {
+    let max = row.iter().copied().fold(T::neg_infinity(), T::max);
+    max + row.iter().map(|&v| (v - max).exp()).fold(T::zero(), |a, b| a + b).ln()
 }
 
-fn forward<T: WithDType>(x: &[T], t: &[u32], n: usize, c: usize) -> f64 {
-    let total: f64 =
-        x.par_chunks(c).zip(t.par_iter()).map(|(row, &k)| log_sum_exp(row) - row[k as usize].to_f64()).sum();
-    total / n.max(1) as f64
+/// (mean loss, each row's logsumexp)
+fn forward<T: Float + Send + Sync>(x: &[T], t: &[u32], n: usize, c: usize) -> (f64, Vec<f64>) {
+    let lse: Vec<f64> = x.par_chunks(c).map(|row| log_sum_exp(row).to_f64().unwrap_or(f64::NAN)).collect();
+    let total: f64 = x
+        .par_chunks(c)
+        .zip(t.par_iter())
+        .zip(lse.par_iter())
+        .map(|((row, &k), &l)| l - row[k as usize].to_f64().unwrap_or(f64::NAN))
+        .sum();
+    (total / n.max(1) as f64, lse)
 }
 
-fn gradient<T: WithDType>(x: &[T], t: &[u32], n: usize, c: usize) -> Vec<T> {
+fn gradient<T: Float + Send + Sync>(x: &[T], t: &[u32], row_lse: &[f64], scale: f64, n: usize, c: usize) -> Vec<T> {
     let mut g = vec![T::zero(); x.len()];
-    let inv_n = 1.0 / n.max(1) as f64;
-    g.par_chunks_mut(c).zip(x.par_chunks(c)).zip(t.par_iter()).for_each(|((out, row), &k)| {
-        let lse = log_sum_exp(row);
-        for (o, v) in out.iter_mut().zip(row) {
-            *o = T::from_f64((v.to_f64() - lse).exp() * inv_n);
-        }
-        out[k as usize] = T::from_f64(out[k as usize].to_f64() - inv_n);
-    });
+    let w = scale / n.max(1) as f64;
+    let weight = T::from(w).unwrap_or_else(T::zero);
+    g.par_chunks_mut(c).zip(x.par_chunks(c)).zip(t.par_iter()).zip(row_lse.par_iter()).for_each(
+        |(((out, row), &k), &l)| {
+            let lse = T::from(l).unwrap_or_else(T::zero);
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o = (v - lse).exp() * weight;
+            }
+            out[k as usize] = out[k as usize] - weight;
+        },
+    );
     g
 }
 
@@ -66,18 +89,21 @@ impl CustomOp2 for FusedCrossEntropy {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let scalar = Shape::from(());
-        match s1 {
+        let (storage, lse) = match s1 {
             CpuStorage::F32(_) => {
                 let (x, n, c) = rows::<f32>(s1, l1)?;
-                Ok((CpuStorage::F32(vec![forward(x, targets(s2, l2, n, c)?, n, c) as f32]), scalar))
+                let (loss, lse) = forward(x, targets(s2, l2, n, c)?, n, c);
+                (CpuStorage::F32(vec![loss as f32]), lse)
             }
             CpuStorage::F64(_) => {
                 let (x, n, c) = rows::<f64>(s1, l1)?;
-                Ok((CpuStorage::F64(vec![forward(x, targets(s2, l2, n, c)?, n, c)]), scalar))
+                let (loss, lse) = forward(x, targets(s2, l2, n, c)?, n, c);
+                (CpuStorage::F64(vec![loss]), lse)
             }
             _ => candle_core::bail!("fused cross-entropy supports f32 and f64 logits"),
-        }
+        };
+        *self.row_lse.lock().map_err(|_| candle_core::Error::Msg("loss state poisoned".into()))? = lse;
+        Ok((storage, Shape::from(())))
     }
 
     fn bwd(
@@ -87,7 +113,9 @@ impl CustomOp2 for FusedCrossEntropy {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = logits.apply_op2_no_bwd(targets, &CrossEntropyGrad)?.broadcast_mul(grad)?;
+        let row_lse = self.row_lse.lock().map_err(|_| candle_core::Error::Msg("loss state poisoned".into()))?.clone();
+        let scale = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let g = logits.apply_op2_no_bwd(targets, &CrossEntropyGrad { row_lse, scale })?;
         Ok((Some(g), None))
     }
 }
@@ -102,11 +130,13 @@ impl CustomOp2 for CrossEntropyGrad {
         match s1 {
             CpuStorage::F32(_) => {
                 let (x, n, c) = rows::<f32>(s1, l1)?;
-                Ok((CpuStorage::F32(gradient(x, targets(s2, l2, n, c)?, n, c)), shape))
+                let g = gradient(x, targets(s2, l2, n, c)?, &self.row_lse, self.scale, n, c);
+                Ok((CpuStorage::F32(g), shape))
             }
             CpuStorage::F64(_) => {
                 let (x, n, c) = rows::<f64>(s1, l1)?;
-                Ok((CpuStorage::F64(gradient(x, targets(s2, l2, n, c)?, n, c)), shape))
+                let g = gradient(x, targets(s2, l2, n, c)?, &self.row_lse, self.scale, n, c);
+                Ok((CpuStorage::F64(g), shape))
             }
             _ => candle_core::bail!("fused cross-entropy supports f32 and f64 logits"),
         }
