@@ -9,4 +9,5 @@
 pub mod loss;
 pub mod model;
 pub mod rng;
+pub mod softmax;
 pub mod train;

@@ -10,12 +10,15 @@
 //! normalised items its states are scaled by a learnable s (init 1/0.07),
 //! since a tanh-bounded state cannot sharpen the logits on its own.
 //!
-//! Only composite candle ops are used: the fused softmax / layer-norm
-//! kernels have no backward pass (shared/CANDLE.md), which the tests check
-//! by asserting that every parameter receives a gradient.
+//! candle's fused softmax / layer-norm kernels have no backward pass
+//! (shared/CANDLE.md): layer norm is composite, softmax and the loss are our
+//! own fused ops with a backward; the tests assert that every parameter
+//! receives a gradient and check it against finite differences.
 
-use candle_core::{DType, Device, IndexOp, Result, Tensor, Var, D};
-use candle_nn::ops::{layer_norm_slow, softmax};
+use candle_core::{DType, Device, IndexOp, Result, Tensor, Var};
+use candle_nn::ops::layer_norm_slow;
+
+use crate::softmax::softmax_last_dim;
 
 use crate::rng::SplitMix64;
 
@@ -283,7 +286,7 @@ impl Recommender {
             let k = heads(linear(&y, &block.k)?)?;
             let v = heads(linear(&y, &block.v)?)?;
             let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
-            let att = dropout(&softmax(&scores, D::Minus1)?, p, rng)?;
+            let att = dropout(&softmax_last_dim(&scores)?, p, rng)?;
             let ctx = att.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, l, d))?;
             x = (x + dropout(&linear(&ctx, &block.o)?, p, rng)?)?;
             let y = layer_norm(&x, &block.ln2)?;
