@@ -77,6 +77,30 @@ FROM tfllmer.rec_pca('demo_recpca', 'items', graph_name => 'demo_graph', dim => 
 SELECT item_id, embedding[1:4] AS first_4_of_16 FROM tfllmer.embedding('demo_recpca') LIMIT 3;
 SQL
 
+log "step 3: train SASRec from the Rec-PCA vectors, normalised (TF-LLMER), in a background worker (tfllmer.train)"
+job=$(psql_q -A -t -c "SELECT tfllmer.train('demo_model', 'interactions', init => 'demo_recpca',
+        options => '{\"epochs\": ${TFLLMER_DEMO_EPOCHS:-8}, \"max_len\": 50, \"patience\": 3}')")
+echo "train() returned job $job at once; the worker reports its progress in tfllmer.jobs:"
+while true; do
+    state=$(psql_q -A -t -F ' ' -c "SELECT state, epoch, max_epochs, round(progress::numeric, 2),
+        coalesce(round(train_loss::numeric, 4)::text, '-'), coalesce(round(valid_ndcg10::numeric, 4)::text, '-'),
+        coalesce(date_trunc('second', eta)::text, '-') FROM tfllmer.jobs WHERE job_id = $job")
+    set -- $state
+    printf '  state %-9s epoch %s/%s  progress %s  train_loss %s  valid_ndcg10 %s  eta %s\n' "$@"
+    case "$1" in succeeded|failed|cancelled) break ;; esac
+    sleep 2
+done
+psql_q <<SQL
+SELECT epoch, round(train_loss::numeric, 4) AS train_loss, round(valid_hr10::numeric, 4) AS valid_hr10,
+       round(valid_ndcg10::numeric, 4) AS valid_ndcg10, round(epoch_ms::numeric) AS epoch_ms
+FROM tfllmer.job_log($job);
+SELECT model_name, version, backbone, normalized, init, n_items, dim, round(valid_ndcg10::numeric, 4) AS valid_ndcg10,
+       round(test_hr10::numeric, 4) AS test_hr10, round(test_ndcg10::numeric, 4) AS test_ndcg10, size_bytes
+FROM tfllmer.models;
+-- leave-one-out evaluation, full ranking with the history masked
+SELECT split, n_users, round(hr::numeric, 4) AS hr20, round(ndcg::numeric, 4) AS ndcg20 FROM tfllmer.evaluate('demo_model', k => 20);
+SQL
+
 log "done"
 cat <<EOF
 The demo cluster keeps running, with the data in database tfllmer_demo:

@@ -4,7 +4,8 @@
 #   1. unit tests of the maths and the models (cargo test -p tfllmer-core -p tfllmer-train)
 #   2. #[pg_test]s inside a throw-away PostgreSQL (cargo pgrx test)
 #   3. regression files (tests/pg_regress) on a private cluster
-#   4. integration checks: persistence across a restart, and build_graph and
+#   4. integration checks: persistence across a restart, training jobs under
+#      faults (queueing, kill -9, restarts), and build_graph and
 #      rec_pca on MovieLens against the numpy reference (skipped, and said
 #      so, where the shared data is absent)
 source "$(dirname "$0")/common.sh"
@@ -34,6 +35,7 @@ fi
 
 log "4/4 integration tests"
 tests/integration/persistence.sh "$cluster"
+tests/integration/training_faults.sh "$cluster"
 data=$(data_dir)
 reference=$(reference_dir)
 if [ -n "$data" ] && [ -n "$reference" ]; then

@@ -101,3 +101,199 @@ SELECT embedding_name,
        build_ms, created_at
 FROM tfllmer.embedding_store;
 GRANT SELECT ON tfllmer.embeddings TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Training: jobs, their per-epoch log, model names and model versions.
+-- ---------------------------------------------------------------------------
+
+-- One row per train() call. The background worker that runs a job connects
+-- as login_role (the caller's session user, who can log in) and then does
+-- SET ROLE owner (the caller's current_user), so it reads with the caller's
+-- privileges and writes rows the caller owns.
+CREATE TABLE tfllmer.job_store (
+    job_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model_name        text NOT NULL CHECK (octet_length(model_name) BETWEEN 1 AND 63),
+    owner             oid NOT NULL DEFAULT tfllmer.current_role_oid(),
+    login_role        oid NOT NULL,
+    -- the transaction that called train(): the worker waits for it to end
+    created_xid       xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    state             text NOT NULL DEFAULT 'queued'
+                      CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    source_table      oid NOT NULL,
+    source_name       text NOT NULL,
+    user_column       name NOT NULL,
+    item_column       name NOT NULL,
+    time_column       name NOT NULL,
+    init              text,
+    backbone          text NOT NULL,
+    normalize         boolean NOT NULL,
+    options           jsonb NOT NULL,
+    epoch             integer NOT NULL DEFAULT 0,
+    max_epochs        integer NOT NULL,
+    progress          double precision NOT NULL DEFAULT 0,
+    train_loss        double precision,
+    valid_ndcg10      double precision,
+    best_valid_ndcg10 double precision,
+    eta_s             double precision,
+    n_users           bigint,
+    n_items           bigint,
+    cancel_requested  boolean NOT NULL DEFAULT false,
+    worker_pid        integer,
+    launched_at       timestamptz,
+    queued_at         timestamptz NOT NULL DEFAULT now(),
+    started_at        timestamptz,
+    updated_at        timestamptz,
+    finished_at       timestamptz,
+    model_version     integer,
+    detail            text,
+    error             text
+);
+ALTER TABLE tfllmer.job_store ENABLE ROW LEVEL SECURITY;
+CREATE POLICY job_store_owner ON tfllmer.job_store
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                   WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
+    WITH CHECK (owner = tfllmer.current_role_oid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.job_store TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tfllmer.job_store', '');
+
+-- One row per finished epoch of a job.
+CREATE TABLE tfllmer.job_epoch_store (
+    job_id       bigint NOT NULL REFERENCES tfllmer.job_store ON DELETE CASCADE,
+    epoch        integer NOT NULL,
+    owner        oid NOT NULL DEFAULT tfllmer.current_role_oid(),
+    train_loss   double precision NOT NULL,
+    valid_hr10   double precision NOT NULL,
+    valid_ndcg10 double precision NOT NULL,
+    epoch_ms     double precision NOT NULL,
+    PRIMARY KEY (job_id, epoch)
+);
+ALTER TABLE tfllmer.job_epoch_store ENABLE ROW LEVEL SECURITY;
+CREATE POLICY job_epoch_store_owner ON tfllmer.job_epoch_store
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                   WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
+    WITH CHECK (owner = tfllmer.current_role_oid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.job_epoch_store TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tfllmer.job_epoch_store', '');
+
+-- A model name belongs to the role that first trained it; its versions
+-- live in model_store and go with it.
+CREATE TABLE tfllmer.model_names (
+    model_name text PRIMARY KEY CHECK (octet_length(model_name) BETWEEN 1 AND 63),
+    owner      oid NOT NULL DEFAULT tfllmer.current_role_oid(),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE tfllmer.model_names ENABLE ROW LEVEL SECURITY;
+CREATE POLICY model_names_owner ON tfllmer.model_names
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                   WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
+    WITH CHECK (owner = tfllmer.current_role_oid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.model_names TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tfllmer.model_names', '');
+
+-- One row per successfully trained version; weights are safetensors bytes
+-- (crates/tfllmer-train/src/model.rs), item_ids the item id of each token
+-- 1..n_items as little-endian int8.
+CREATE TABLE tfllmer.model_store (
+    model_name    text NOT NULL REFERENCES tfllmer.model_names ON DELETE CASCADE,
+    version       integer NOT NULL CHECK (version >= 1),
+    owner         oid NOT NULL DEFAULT tfllmer.current_role_oid(),
+    job_id        bigint NOT NULL,
+    backbone      text NOT NULL,
+    normalized    boolean NOT NULL,
+    init          text,
+    n_items       bigint NOT NULL,
+    n_users       bigint NOT NULL,
+    dim           integer NOT NULL,
+    max_len       integer NOT NULL,
+    layers        integer NOT NULL,
+    heads         integer NOT NULL,
+    dropout       double precision NOT NULL,
+    options       jsonb NOT NULL,
+    source_table  oid NOT NULL,
+    source_name   text NOT NULL,
+    user_column   name NOT NULL,
+    item_column   name NOT NULL,
+    time_column   name NOT NULL,
+    epochs        integer NOT NULL,
+    best_epoch    integer NOT NULL,
+    valid_ndcg10  double precision NOT NULL,
+    test_hr10     double precision NOT NULL,
+    test_ndcg10   double precision NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    item_ids      bytea NOT NULL,
+    weights       bytea NOT NULL,
+    PRIMARY KEY (model_name, version)
+);
+ALTER TABLE tfllmer.model_store ALTER COLUMN weights SET STORAGE EXTERNAL;
+ALTER TABLE tfllmer.model_store ENABLE ROW LEVEL SECURITY;
+CREATE POLICY model_store_owner ON tfllmer.model_store
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                   WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
+    WITH CHECK (owner = tfllmer.current_role_oid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.model_store TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tfllmer.model_store', '');
+
+-- Whether a job's worker is still alive: the worker names itself
+-- 'tfllmer job <id>' (application_name, which pg_stat_activity shows every
+-- role). A worker killed with kill -9, or lost in a crash or restart, is not,
+-- so its job never looks 'running' forever.
+CREATE FUNCTION tfllmer.job_worker_alive(pid integer, job_id bigint) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                     WHERE a.pid = $1 AND a.application_name = 'tfllmer job ' || $2) $$;
+
+CREATE VIEW tfllmer.jobs WITH (security_invoker = true) AS
+SELECT job_id, model_name, pg_catalog.pg_get_userbyid(owner) AS owner,
+       CASE WHEN lost THEN 'failed' ELSE state END AS state,
+       epoch, max_epochs, progress, train_loss, valid_ndcg10, best_valid_ndcg10,
+       started_at, updated_at, finished_at,
+       CASE WHEN lost
+            THEN 'the training worker (PID ' || worker_pid || ') ended without finishing the job: '
+                 || 'it was killed, crashed, or the server restarted'
+            ELSE error END AS error,
+       -- additions to the API's columns
+       CASE WHEN state = 'running' AND NOT lost AND eta_s IS NOT NULL
+            THEN pg_catalog.make_interval(secs => eta_s) END AS eta,
+       backbone, normalize, init, source_name AS interactions, options,
+       n_users, n_items, model_version, detail, queued_at, worker_pid
+FROM (SELECT s.*, s.state = 'running' AND NOT tfllmer.job_worker_alive(s.worker_pid, s.job_id) AS lost
+      FROM tfllmer.job_store s) j;
+GRANT SELECT ON tfllmer.jobs TO PUBLIC;
+
+CREATE VIEW tfllmer.models WITH (security_invoker = true) AS
+SELECT model_name, version, pg_catalog.pg_get_userbyid(owner) AS owner,
+       backbone, normalized, init, n_items, dim, created_at,
+       valid_ndcg10, test_hr10, test_ndcg10,
+       pg_catalog.octet_length(weights)::bigint AS size_bytes,
+       -- additions
+       version = max(version) OVER (PARTITION BY model_name) AS is_current,
+       job_id, n_users, max_len, layers, heads, dropout, options,
+       source_name AS interactions, epochs, best_epoch
+FROM tfllmer.model_store;
+GRANT SELECT ON tfllmer.models TO PUBLIC;
+
+-- Starting queued jobs when a worker slot frees up. A job is queued when
+-- train() found no free background-worker slot (max_worker_processes);
+-- whoever finishes a job next starts the oldest queued ones, whichever
+-- role they belong to. The only SECURITY DEFINER code in tfllmer: it
+-- reveals job ids and role OIDs of queued jobs, nothing else, and marks
+-- them as being launched so that they are not launched twice.
+CREATE FUNCTION tfllmer.claim_queued_jobs(max_jobs integer)
+RETURNS TABLE (job_id bigint, login_role oid, owner oid)
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE tfllmer.job_store j SET launched_at = now()
+    WHERE j.job_id IN (SELECT q.job_id FROM tfllmer.job_store q
+                       WHERE q.state = 'queued'
+                         AND (q.launched_at IS NULL OR q.launched_at < now() - interval '1 minute')
+                       ORDER BY q.job_id LIMIT max_jobs
+                       FOR UPDATE SKIP LOCKED)
+    RETURNING j.job_id, j.login_role, j.owner
+$$;
+
+-- A launch claimed above that found no free slot: the job waits again.
+CREATE FUNCTION tfllmer.release_queued_job(job_id bigint) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ UPDATE tfllmer.job_store j SET launched_at = NULL WHERE j.job_id = $1 AND j.state = 'queued' $$;

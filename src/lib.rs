@@ -7,6 +7,7 @@
 mod api;
 mod postgres;
 mod settings;
+mod worker;
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
@@ -25,6 +26,7 @@ pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap)
 #[pgrx::pg_schema]
 mod tests {
     include!("tests/graphs.rs");
+    include!("tests/training.rs");
 }
 
 /// Required by `cargo pgrx test`.

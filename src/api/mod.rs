@@ -3,3 +3,4 @@
 
 pub mod embeddings;
 pub mod graphs;
+pub mod training;

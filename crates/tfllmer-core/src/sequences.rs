@@ -130,15 +130,31 @@ pub struct Histories {
 }
 
 impl Histories {
+    /// Histories over every item that occurs in `events`.
     pub fn from_events(mut events: Vec<Event>) -> Self {
         let segments = order_histories(&mut events);
         let index = IdIndex::new(events.iter().map(|e| e.item));
+        let (users, sequences) = Self::tokens(&events, &segments, &index);
+        Histories { items: index.into_ids(), users, sequences }
+    }
+
+    /// Histories over a fixed item vocabulary (a trained model's): events of
+    /// other items are left out of the sequences. Returns how many were.
+    pub fn with_items(mut events: Vec<Event>, items: Vec<i64>) -> (Self, usize) {
+        let segments = order_histories(&mut events);
+        let index = IdIndex::new(items.iter().copied());
+        let (users, sequences) = Self::tokens(&events, &segments, &index);
+        let unknown = events.len() - sequences.iter().map(Vec::len).sum::<usize>();
+        (Histories { items: index.into_ids(), users, sequences }, unknown)
+    }
+
+    fn tokens(events: &[Event], segments: &[(usize, usize)], index: &IdIndex) -> (Vec<i64>, Vec<Vec<u32>>) {
         let users = segments.iter().map(|&(s, _)| events[s].user).collect();
         let sequences = segments
             .iter()
             .map(|&(s, e)| events[s..e].iter().filter_map(|ev| index.get(ev.item).map(|i| i + 1)).collect())
             .collect();
-        Histories { items: index.into_ids(), users, sequences }
+        (users, sequences)
     }
 
     pub fn n_items(&self) -> usize {
@@ -194,6 +210,15 @@ mod tests {
         assert_eq!(h.sequences, vec![vec![1, 3], vec![4, 2, 5]]);
         assert_eq!(h.token(20), Some(4));
         assert_eq!(h.token(21), None);
+    }
+
+    #[test]
+    fn a_fixed_vocabulary_drops_unknown_items() {
+        let events = vec![ev(1, 1, 10), ev(1, 2, 99), ev(1, 3, 30), ev(2, 1, 20)];
+        let (h, unknown) = Histories::with_items(events, vec![30, 10, 20]);
+        assert_eq!(unknown, 1);
+        assert_eq!(h.items, vec![10, 20, 30]);
+        assert_eq!(h.sequences, vec![vec![1, 3], vec![2]]);
     }
 
     #[test]

@@ -8,6 +8,12 @@
 
 pub mod loss;
 pub mod model;
+pub mod options;
+pub mod plot;
 pub mod rng;
 pub mod softmax;
+pub mod threads;
 pub mod train;
+
+/// The tensor element type of a [`model::ModelConfig`].
+pub use candle_core::DType;

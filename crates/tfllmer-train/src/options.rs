@@ -1,0 +1,237 @@
+//! The `options` of `tfllmer.train()`: a JSON object whose keys are all
+//! optional. Unknown keys, wrong types and out-of-range values are errors
+//! that name the key and what was expected; nothing is silently ignored.
+
+use serde_json::{Map, Value};
+
+use crate::model::Backbone;
+
+/// Every training option, defaults filled in. The resolved set is stored
+/// with the job, so users see exactly what a model was trained with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainingOptions {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub max_len: usize,
+    pub dim: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub dropout: f64,
+    pub patience: usize,
+    pub seed: u64,
+    /// fixed logit temperature τ (logits = <h, ê>/τ); None: SASRec uses
+    /// s = 1, GRU4Rec with normalised items learns s from 1/0.07
+    pub temperature: Option<f64>,
+    pub threads: usize,
+    /// stop after the epoch during which this many seconds of training passed
+    pub max_train_seconds: Option<f64>,
+}
+
+/// The keys users may pass, for messages.
+pub const KEYS: &[&str] = &[
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "max_len",
+    "dim",
+    "layers",
+    "heads",
+    "dropout",
+    "patience",
+    "seed",
+    "temperature",
+    "threads",
+    "max_train_seconds",
+];
+
+pub const DEFAULT_DIM: usize = 64;
+
+/// A user's mistake in the options, as a message naming the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionsError(pub String);
+
+impl std::fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn integer(map: &Map<String, Value>, key: &str, low: i64, high: i64, default: i64) -> Result<i64, OptionsError> {
+    let Some(value) = map.get(key) else { return Ok(default) };
+    let n = match value {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64)),
+        _ => None,
+    };
+    match n {
+        Some(n) if (low..=high).contains(&n) => Ok(n),
+        Some(n) => Err(OptionsError(format!("options.{key} must be between {low} and {high}, got {n}"))),
+        None => Err(OptionsError(format!("options.{key} must be an integer, got {value}"))),
+    }
+}
+
+/// A number in (low, high] or [low, high] (`low_inclusive`).
+fn number(
+    map: &Map<String, Value>,
+    key: &str,
+    low: f64,
+    low_inclusive: bool,
+    high: f64,
+    high_inclusive: bool,
+) -> Result<Option<f64>, OptionsError> {
+    let Some(value) = map.get(key) else { return Ok(None) };
+    let Some(x) = value.as_f64() else {
+        return Err(OptionsError(format!("options.{key} must be a number, got {value}")));
+    };
+    let above = if low_inclusive { x >= low } else { x > low };
+    let below = if high_inclusive { x <= high } else { x < high };
+    if above && below {
+        Ok(Some(x))
+    } else {
+        let (l, h) = (if low_inclusive { "[" } else { "(" }, if high_inclusive { "]" } else { ")" });
+        Err(OptionsError(format!("options.{key} must be in {l}{low}, {high}{h}, got {x}")))
+    }
+}
+
+impl TrainingOptions {
+    /// Parses `options`. `init_dim` is the dimension of the init embedding
+    /// (it sets the model's dim); `default_threads` comes from the session.
+    pub fn parse(
+        options: &Value,
+        backbone: Backbone,
+        init_dim: Option<usize>,
+        default_threads: usize,
+    ) -> Result<Self, OptionsError> {
+        let empty = Map::new();
+        let map = match options {
+            Value::Object(map) => map,
+            Value::Null => &empty,
+            other => return Err(OptionsError(format!("options must be a JSON object, got {other}"))),
+        };
+        if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(OptionsError(format!(
+                "options: unknown key \"{unknown}\" (known keys: {})",
+                KEYS.join(", ")
+            )));
+        }
+        let default_dim = init_dim.unwrap_or(DEFAULT_DIM) as i64;
+        let dim = integer(map, "dim", 1, 4096, default_dim)? as usize;
+        if let Some(init_dim) = init_dim {
+            if dim != init_dim {
+                return Err(OptionsError(format!(
+                    "options.dim is {dim} but the init embedding has dimension {init_dim}; leave dim out to use the \
+                     embedding's"
+                )));
+            }
+        }
+        let layers = integer(map, "layers", 1, 16, if backbone == Backbone::SasRec { 2 } else { 1 })? as usize;
+        if backbone == Backbone::Gru4Rec && layers != 1 {
+            return Err(OptionsError(format!("options.layers must be 1 for gru4rec (one GRU layer), got {layers}")));
+        }
+        let heads = integer(map, "heads", 1, 64, 1)? as usize;
+        if dim % heads != 0 {
+            return Err(OptionsError(format!("options.heads ({heads}) must divide dim ({dim})")));
+        }
+        Ok(TrainingOptions {
+            epochs: integer(map, "epochs", 1, 100_000, 200)? as usize,
+            batch_size: integer(map, "batch_size", 1, 65_536, 128)? as usize,
+            learning_rate: number(map, "learning_rate", 0.0, false, 1.0, true)?.unwrap_or(1e-3),
+            max_len: integer(map, "max_len", 1, 1024, 50)? as usize,
+            dim,
+            layers,
+            heads,
+            dropout: number(map, "dropout", 0.0, true, 1.0, false)?.unwrap_or(0.2),
+            patience: integer(map, "patience", 1, 100_000, 10)? as usize,
+            seed: integer(map, "seed", 0, i64::MAX, 7)? as u64,
+            temperature: number(map, "temperature", 0.0, false, 100.0, true)?,
+            threads: integer(map, "threads", 1, 64, default_threads.clamp(1, 64) as i64)? as usize,
+            max_train_seconds: number(map, "max_train_seconds", 0.0, false, 1e9, true)?,
+        })
+    }
+
+    /// The resolved options as a JSON object (stored with the job; parsing
+    /// it again gives the same options).
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("epochs".into(), self.epochs.into());
+        map.insert("batch_size".into(), self.batch_size.into());
+        map.insert("learning_rate".into(), self.learning_rate.into());
+        map.insert("max_len".into(), self.max_len.into());
+        map.insert("dim".into(), self.dim.into());
+        map.insert("layers".into(), self.layers.into());
+        map.insert("heads".into(), self.heads.into());
+        map.insert("dropout".into(), self.dropout.into());
+        map.insert("patience".into(), self.patience.into());
+        map.insert("seed".into(), self.seed.into());
+        if let Some(t) = self.temperature {
+            map.insert("temperature".into(), t.into());
+        }
+        map.insert("threads".into(), self.threads.into());
+        if let Some(s) = self.max_train_seconds {
+            map.insert("max_train_seconds".into(), s.into());
+        }
+        Value::Object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<TrainingOptions, OptionsError> {
+        TrainingOptions::parse(&v, Backbone::SasRec, None, 2)
+    }
+
+    #[test]
+    fn defaults_follow_the_reference() {
+        let o = parse(json!({})).unwrap();
+        assert_eq!((o.epochs, o.batch_size, o.max_len, o.dim, o.layers, o.heads), (200, 128, 50, 64, 2, 1));
+        assert_eq!((o.learning_rate, o.dropout, o.patience, o.seed, o.threads), (1e-3, 0.2, 10, 7, 2));
+        assert_eq!((o.temperature, o.max_train_seconds), (None, None));
+        assert_eq!(TrainingOptions::parse(&Value::Null, Backbone::SasRec, None, 3).unwrap().threads, 3);
+        let gru = TrainingOptions::parse(&json!({}), Backbone::Gru4Rec, Some(32), 2).unwrap();
+        assert_eq!((gru.layers, gru.dim), (1, 32));
+    }
+
+    #[test]
+    fn resolved_options_round_trip() {
+        let o = parse(json!({"epochs": 3, "temperature": 0.1, "max_train_seconds": 60, "lr_unused": null}));
+        assert!(o.is_err(), "unknown key accepted");
+        let o = parse(json!({"epochs": 3, "temperature": 0.1, "max_train_seconds": 60.0, "seed": 0})).unwrap();
+        assert_eq!(parse(o.to_json()).unwrap(), o);
+    }
+
+    #[test]
+    fn every_mistake_names_its_key() {
+        let cases = [
+            (json!({"epoch": 3}), "unknown key \"epoch\""),
+            (json!({"epochs": 0}), "options.epochs must be between 1 and 100000, got 0"),
+            (json!({"epochs": "10"}), "options.epochs must be an integer, got \"10\""),
+            (json!({"epochs": 2.5}), "options.epochs must be an integer"),
+            (json!({"batch_size": -1}), "options.batch_size must be between 1"),
+            (json!({"max_len": 5000}), "options.max_len must be between 1 and 1024"),
+            (json!({"learning_rate": 0}), "options.learning_rate must be in (0, 1]"),
+            (json!({"learning_rate": "fast"}), "options.learning_rate must be a number"),
+            (json!({"dropout": 1.0}), "options.dropout must be in [0, 1)"),
+            (json!({"heads": 3}), "options.heads (3) must divide dim (64)"),
+            (json!({"temperature": 0}), "options.temperature must be in (0, 100]"),
+            (json!({"threads": 0}), "options.threads must be between 1 and 64"),
+            (json!([1, 2]), "options must be a JSON object"),
+        ];
+        for (value, expected) in cases {
+            let err = parse(value.clone()).unwrap_err().0;
+            assert!(err.contains(expected), "{value}: got {err:?}, expected {expected:?}");
+        }
+        let gru = TrainingOptions::parse(&json!({"layers": 2}), Backbone::Gru4Rec, None, 2).unwrap_err().0;
+        assert!(gru.contains("options.layers must be 1 for gru4rec"), "{gru}");
+    }
+
+    #[test]
+    fn init_dim_sets_dim_and_must_agree() {
+        assert_eq!(TrainingOptions::parse(&json!({}), Backbone::SasRec, Some(16), 2).unwrap().dim, 16);
+        assert_eq!(TrainingOptions::parse(&json!({"dim": 16}), Backbone::SasRec, Some(16), 2).unwrap().dim, 16);
+        let err = TrainingOptions::parse(&json!({"dim": 64}), Backbone::SasRec, Some(16), 2).unwrap_err().0;
+        assert!(err.contains("options.dim is 64 but the init embedding has dimension 16"), "{err}");
+    }
+}

@@ -1,0 +1,42 @@
+//! The compute threads candle uses (its CPU kernels and matrix products run
+//! on rayon's global pool). Inside PostgreSQL they must never receive the
+//! server's signals, which assume the process's main thread: the pool is
+//! built explicitly, once per process, from a thread with every signal
+//! blocked, so its threads inherit the blocked mask.
+
+use std::sync::OnceLock;
+
+static POOL_THREADS: OnceLock<usize> = OnceLock::new();
+
+/// Builds the global pool with `threads` threads (at least 1) unless this
+/// process already has one; returns the pool's size. Call it before the
+/// first tensor operation, from the thread that owns the process.
+pub fn init_compute_threads(threads: usize) -> usize {
+    *POOL_THREADS.get_or_init(|| {
+        let threads = threads.max(1);
+        // candle sizes its matrix products from this variable (read on
+        // every call), rayon its default pool
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        let built = with_signals_blocked(|| rayon::ThreadPoolBuilder::new().num_threads(threads).build_global());
+        match built {
+            Ok(()) => threads,
+            // someone built it first (not through here): report its size
+            Err(_) => rayon::current_num_threads(),
+        }
+    })
+}
+
+fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(unix)]
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let result = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        result
+    }
+    #[cfg(not(unix))]
+    f()
+}

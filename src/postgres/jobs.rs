@@ -1,0 +1,119 @@
+//! Training jobs: rows of `tfllmer.job_store` and the background workers
+//! that run them. A job is 'queued' until its worker claims it, 'running'
+//! while the worker trains, then 'succeeded', 'failed' or 'cancelled'.
+//! A worker that dies without finishing (kill -9, crash, restart) leaves a
+//! 'running' row whose worker is gone: the `tfllmer.jobs` view shows it as
+//! failed at once, and [`record_lost_jobs`] writes that down.
+
+use pgrx::bgworkers::BackgroundWorkerBuilder;
+use pgrx::prelude::*;
+
+use super::errors::{raise, Code};
+
+/// The exported symbol of the worker's entry point (src/worker.rs).
+pub const WORKER_FUNCTION: &str = "tfllmer_training_worker_main";
+/// `backend_type` of training workers in pg_stat_activity.
+pub const WORKER_TYPE: &str = "tfllmer training";
+
+pub fn spi_failed(e: pgrx::spi::Error) -> ! {
+    raise(Code::ERRCODE_INTERNAL_ERROR, format!("tfllmer catalog access failed: {e}"))
+}
+
+/// What a worker needs to know before it can read anything: which database
+/// to connect to, as whom, which role to act as, and which transaction
+/// created its job (the worker waits until that one has ended). Passed as
+/// the worker's `bgw_extra` text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WorkerStart {
+    pub database: pg_sys::Oid,
+    pub login_role: pg_sys::Oid,
+    pub owner: pg_sys::Oid,
+    /// the creating transaction's xid8, 0 when it is known to be over
+    pub creator_xid: u64,
+}
+
+impl WorkerStart {
+    pub fn encode(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            u32::from(self.database),
+            u32::from(self.login_role),
+            u32::from(self.owner),
+            self.creator_xid
+        )
+    }
+
+    pub fn decode(extra: &str) -> Option<Self> {
+        let mut parts = extra.split_ascii_whitespace();
+        let mut oid = || parts.next()?.parse::<u32>().ok().map(pg_sys::Oid::from);
+        let (database, login_role, owner) = (oid()?, oid()?, oid()?);
+        let creator_xid = parts.next()?.parse().ok()?;
+        Some(Self { database, login_role, owner, creator_xid })
+    }
+}
+
+/// Registers a background worker for `job_id`. False when every worker
+/// slot is taken (max_worker_processes): the job stays queued.
+pub fn launch_worker(job_id: i64, start: &WorkerStart) -> bool {
+    BackgroundWorkerBuilder::new(&format!("tfllmer training job {job_id}"))
+        .set_type(WORKER_TYPE)
+        .set_library("tfllmer")
+        .set_function(WORKER_FUNCTION)
+        .set_argument(job_id.into_datum())
+        .set_extra(&start.encode())
+        .enable_spi_access()
+        .set_restart_time(None)
+        .load_dynamic()
+        .is_ok()
+}
+
+/// Starts workers for up to `max_jobs` queued jobs of any role in this
+/// database (tfllmer.claim_queued_jobs, the one SECURITY DEFINER function).
+/// Returns how many started.
+pub fn launch_queued_jobs(max_jobs: i32) -> usize {
+    let claimed: Vec<(i64, pg_sys::Oid, pg_sys::Oid)> = Spi::connect_mut(|client| {
+        let rows = client.update(
+            "SELECT job_id, login_role, owner FROM tfllmer.claim_queued_jobs($1)",
+            None,
+            &[max_jobs.into()],
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let (Some(job), Some(login), Some(owner)) =
+                (row.get::<i64>(1)?, row.get::<pg_sys::Oid>(2)?, row.get::<pg_sys::Oid>(3)?)
+            {
+                out.push((job, login, owner));
+            }
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .unwrap_or_else(|e| spi_failed(e));
+    let database = unsafe { pg_sys::MyDatabaseId };
+    let mut launched = 0;
+    for (job_id, login_role, owner) in claimed {
+        if launch_worker(job_id, &WorkerStart { database, login_role, owner, creator_xid: 0 }) {
+            launched += 1;
+        } else {
+            Spi::run_with_args("SELECT tfllmer.release_queued_job($1)", &[job_id.into()])
+                .unwrap_or_else(|e| spi_failed(e));
+        }
+    }
+    launched
+}
+
+/// Marks the caller's jobs whose worker is gone as failed, with the reason
+/// the `jobs` view shows.
+pub fn record_lost_jobs() {
+    Spi::run(
+        "UPDATE tfllmer.job_store s
+            SET state = 'failed', finished_at = now(), updated_at = now(),
+                error = 'the training worker (PID ' || s.worker_pid || ') ended without finishing the job: '
+                        || 'it was killed, crashed, or the server restarted'
+          WHERE s.state = 'running' AND NOT tfllmer.job_worker_alive(s.worker_pid, s.job_id)",
+    )
+    .unwrap_or_else(|e| spi_failed(e));
+}
+
+pub fn is_final(state: &str) -> bool {
+    matches!(state, "succeeded" | "failed" | "cancelled")
+}

@@ -1,0 +1,40 @@
+//! Single-row SPI queries that may return no row at all (pgrx's
+//! `Spi::get_one` treats "no row" as an error): a lookup by key, an UPDATE
+//! ... RETURNING that matched nothing.
+
+use pgrx::datum::{DatumWithOid, FromDatum, IntoDatum};
+use pgrx::prelude::*;
+
+use super::errors::{raise, Code};
+
+fn spi_failed(e: pgrx::spi::Error) -> ! {
+    raise(Code::ERRCODE_INTERNAL_ERROR, format!("tfllmer catalog access failed: {e}"))
+}
+
+/// Column 1 of the first row; None when there is no row or it is NULL.
+/// Runs read-write, so each call sees a fresh snapshot (READ COMMITTED).
+pub fn first_value<A: FromDatum + IntoDatum>(query: &str, args: &[DatumWithOid<'_>]) -> Option<A> {
+    Spi::connect_mut(|client| {
+        let mut rows = client.update(query, Some(1), args)?;
+        match rows.next() {
+            Some(row) => row.get::<A>(1),
+            None => Ok(None),
+        }
+    })
+    .unwrap_or_else(|e| spi_failed(e))
+}
+
+/// Columns 1 and 2 of the first row, None when there is no row.
+pub fn first_pair<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
+    query: &str,
+    args: &[DatumWithOid<'_>],
+) -> Option<(Option<A>, Option<B>)> {
+    Spi::connect_mut(|client| {
+        let mut rows = client.update(query, Some(1), args)?;
+        match rows.next() {
+            Some(row) => Ok(Some((row.get::<A>(1)?, row.get::<B>(2)?))),
+            None => Ok(None),
+        }
+    })
+    .unwrap_or_else(|e| spi_failed(e))
+}

@@ -1,0 +1,69 @@
+-- Jobs and models are private to the role that trained them: another role
+-- cannot see, wait for, cancel, evaluate, drop or reuse the name of them.
+-- The worker acts as the role that called train(). (fresh install)
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS tfllmer CASCADE;
+DROP ROLE IF EXISTS tfllmer_alice;
+DROP ROLE IF EXISTS tfllmer_bob;
+RESET client_min_messages;
+CREATE EXTENSION tfllmer;
+CREATE ROLE tfllmer_alice LOGIN;
+CREATE ROLE tfllmer_bob LOGIN;
+CREATE TABLE alice_walks AS
+SELECT u AS user_id, 1 + (u * 7 + k) % 30 AS item_id, k AS ts
+FROM generate_series(1, 40) u, generate_series(0, 7) k;
+ALTER TABLE alice_walks OWNER TO tfllmer_alice;
+CREATE TABLE bob_walks AS SELECT * FROM generate_series(1, 3) AS user_id, generate_series(1, 3) AS item_id, generate_series(1, 3) AS ts;
+ALTER TABLE bob_walks OWNER TO tfllmer_bob;
+
+-- alice trains on her table with nothing but plain grants
+SET ROLE tfllmer_alice;
+SELECT tfllmer.train('alice_model', 'alice_walks', options => '{"epochs": 2, "max_len": 8, "dim": 8}') AS job \gset
+SELECT tfllmer.wait_job(:job);
+SELECT model_name, version, owner FROM tfllmer.models;
+SELECT owner, state FROM tfllmer.jobs;
+RESET ROLE;
+
+-- bob sees none of it
+SET ROLE tfllmer_bob;
+SELECT count(*) AS jobs_bob_sees FROM tfllmer.jobs;
+SELECT count(*) AS models_bob_sees FROM tfllmer.models;
+SELECT tfllmer.wait_job(:job);
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.cancel_job(:job);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.job_log(:job);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.evaluate('alice_model');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.drop_model('alice_model');
+\echo :LAST_ERROR_SQLSTATE
+-- nor can he train on her table, or take her model's name
+SELECT tfllmer.train('bob_model', 'alice_walks');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.train('alice_model', 'bob_walks');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+-- the worker reads with the caller's privileges: if alice loses her grant
+-- before her worker reads, the job fails instead of reading as anyone else
+CREATE TABLE shared_walks AS SELECT * FROM alice_walks;
+GRANT SELECT ON shared_walks TO tfllmer_alice;
+BEGIN;
+SET LOCAL ROLE tfllmer_alice;
+SELECT tfllmer.train('alice_shared', 'shared_walks', options => '{"epochs": 1, "max_len": 8, "dim": 8}') AS job2 \gset
+RESET ROLE;
+REVOKE SELECT ON shared_walks FROM tfllmer_alice;
+COMMIT;
+SET ROLE tfllmer_alice;
+SELECT tfllmer.wait_job(:job2);
+SELECT state, error FROM tfllmer.jobs WHERE job_id = :job2;
+SELECT count(*) AS versions FROM tfllmer.models WHERE model_name = 'alice_shared';
+RESET ROLE;
+
+-- clean up the roles' objects
+DROP TABLE bob_walks, alice_walks, shared_walks;
+DELETE FROM tfllmer.job_store;
+DELETE FROM tfllmer.model_names;
+DROP ROLE tfllmer_alice;
+DROP ROLE tfllmer_bob;
