@@ -79,7 +79,7 @@ SQL
 
 log "step 3: train SASRec from the Rec-PCA vectors, normalised (TF-LLMER), in a background worker (tfllmer.train)"
 job=$(psql_q -A -t -c "SELECT tfllmer.train('demo_model', 'interactions', init => 'demo_recpca',
-        options => '{\"epochs\": ${TFLLMER_DEMO_EPOCHS:-8}, \"max_len\": 50, \"patience\": 3}')")
+        options => '{\"epochs\": ${TFLLMER_DEMO_EPOCHS:-20}, \"max_len\": 50, \"patience\": 3}')")
 echo "train() returned job $job at once; the worker reports its progress in tfllmer.jobs:"
 while true; do
     state=$(psql_q -A -t -F ' ' -c "SELECT state, epoch, max_epochs, round(progress::numeric, 2),
