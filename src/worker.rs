@@ -273,8 +273,7 @@ fn read_data(spec: &JobSpec, dim: usize, rng: &mut SplitMix64) -> TrainingData {
 }
 
 fn train_job(job_id: i64, spec: &JobSpec) -> Result<&'static str, String> {
-    let backbone =
-        parse_backbone(&spec.backbone).ok_or_else(|| format!("unknown backbone \"{}\"", spec.backbone))?;
+    let backbone = parse_backbone(&spec.backbone).ok_or_else(|| format!("unknown backbone \"{}\"", spec.backbone))?;
     let options = TrainingOptions::parse(&spec.options, backbone, None, 1).map_err(|e| e.0)?;
     tfllmer_train::threads::init_compute_threads(options.threads);
     let mut rng = SplitMix64::new(options.seed);
@@ -306,6 +305,7 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<&'static str, String> {
         dropout: options.dropout,
         normalize: spec.normalize,
         dtype: tfllmer_train::DType::F32,
+        temperature: options.temperature,
     };
     let model = Recommender::new(config, data.init.as_deref(), &mut rng).map_err(|e| e.to_string())?;
     let train_seqs: Vec<&[u32]> = split.train.iter().map(|t| t.1).collect();
@@ -417,7 +417,9 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<&'static str, String> {
         .map_err(|e| format!("training failed: {e}"))?;
     match stop.into_inner() {
         Some(Stop::Cancelled) => return finish_cancelled(job_id),
-        Some(Stop::Shutdown) => return Err("the server shut down (or the worker was terminated) during training".into()),
+        Some(Stop::Shutdown) => {
+            return Err("the server shut down (or the worker was terminated) during training".into())
+        }
         Some(Stop::Error(e)) => return Err(e),
         None => {}
     }

@@ -102,10 +102,8 @@ fn train(
         Spi::run_with_args("UPDATE tfllmer.job_store SET launched_at = now() WHERE job_id = $1", &[job_id.into()])
             .unwrap_or_else(|e| spi_failed(e));
     } else {
-        let slots = Spi::get_one::<String>("SELECT current_setting('max_worker_processes')")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let slots =
+            Spi::get_one::<String>("SELECT current_setting('max_worker_processes')").ok().flatten().unwrap_or_default();
         notice!(
             "train: every background worker slot is in use (max_worker_processes = {slots}); job {job_id} is \
              queued and starts when a tfllmer job finishes or tfllmer.wait_job({job_id}) is called"
@@ -162,7 +160,8 @@ fn claim_model_name(model_name: &str) {
         "SELECT job_id, state FROM tfllmer.job_store
           WHERE model_name = $1 AND state IN ('queued', 'running') ORDER BY job_id LIMIT 1",
         &[model_name.into()],
-    ).unwrap_or((None, None));
+    )
+    .unwrap_or((None, None));
     if let (Some(job), Some(state)) = active {
         raise_with_hint(
             Code::ERRCODE_OBJECT_IN_USE,
@@ -284,13 +283,7 @@ fn job_log(
     job_id: Option<i64>,
 ) -> TableIterator<
     'static,
-    (
-        name!(epoch, i32),
-        name!(train_loss, f64),
-        name!(valid_hr10, f64),
-        name!(valid_ndcg10, f64),
-        name!(epoch_ms, f64),
-    ),
+    (name!(epoch, i32), name!(train_loss, f64), name!(valid_hr10, f64), name!(valid_ndcg10, f64), name!(epoch_ms, f64)),
 > {
     let job_id = required(job_id, "job_id");
     job_state(job_id);

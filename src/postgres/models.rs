@@ -2,9 +2,9 @@
 //! version of a name is the one in use. Reads run as the caller, so
 //! row-level security decides which models a role can use.
 
-use tfllmer_train::DType;
 use pgrx::prelude::*;
 use tfllmer_train::model::{Backbone, ModelConfig, Recommender};
+use tfllmer_train::DType;
 
 use super::errors::{raise, raise_with_hint, Code};
 use super::jobs::spi_failed;
@@ -51,6 +51,7 @@ pub fn load_newest(name: &str) -> LoadedModel {
         normalize: bool,
         sizes: [i64; 5],
         dropout: f64,
+        temperature: Option<f64>,
         table: pg_sys::Oid,
         columns: [String; 3],
         ids: Vec<u8>,
@@ -59,7 +60,8 @@ pub fn load_newest(name: &str) -> LoadedModel {
     let row = Spi::connect(|client| {
         let rows = client.select(
             "SELECT version, backbone, normalized, n_items, dim::int8, max_len::int8, layers::int8, heads::int8,
-                    dropout, source_table, user_column::text, item_column::text, time_column::text, item_ids, weights
+                    dropout, source_table, user_column::text, item_column::text, time_column::text, item_ids, weights,
+                    (options->>'temperature')::float8
                FROM tfllmer.model_store WHERE model_name = $1 ORDER BY version DESC LIMIT 1",
             None,
             &[name.into()],
@@ -77,6 +79,7 @@ pub fn load_newest(name: &str) -> LoadedModel {
             columns: [text(11)?, text(12)?, text(13)?],
             ids: row.get::<Vec<u8>>(14)?.unwrap_or_default(),
             weights: row.get::<Vec<u8>>(15)?.unwrap_or_default(),
+            temperature: row.get::<f64>(16)?,
         }))
     })
     .unwrap_or_else(|e| spi_failed(e));
@@ -85,7 +88,8 @@ pub fn load_newest(name: &str) -> LoadedModel {
     let corrupt = |what: String| -> ! {
         raise(Code::ERRCODE_DATA_CORRUPTED, format!("model \"{name}\" version {version}: {what}"))
     };
-    let backbone = parse_backbone(&row.backbone).unwrap_or_else(|| corrupt(format!("unknown backbone {}", row.backbone)));
+    let backbone =
+        parse_backbone(&row.backbone).unwrap_or_else(|| corrupt(format!("unknown backbone {}", row.backbone)));
     let [n_items, dim, max_len, layers, heads] = row.sizes.map(|v| v.max(0) as usize);
     let config = ModelConfig {
         backbone,
@@ -97,37 +101,29 @@ pub fn load_newest(name: &str) -> LoadedModel {
         dropout: row.dropout,
         normalize: row.normalize,
         dtype: DType::F32,
+        temperature: row.temperature,
     };
     let model = Recommender::from_safetensors(config, &row.weights).unwrap_or_else(|e| corrupt(e.to_string()));
     let item_ids = decode_item_ids(&row.ids)
         .filter(|ids| ids.len() == n_items)
         .unwrap_or_else(|| corrupt("item ids do not match n_items".into()));
     let [user_column, item_column, time_column] = row.columns;
-    LoadedModel {
-        version,
-        model,
-        item_ids,
-        source_table: row.table,
-        user_column,
-        item_column,
-        time_column,
-    }
+    LoadedModel { version, model, item_ids, source_table: row.table, user_column, item_column, time_column }
 }
 
 /// The ERROR for a model with no usable version.
 fn raise_no_version(name: &str) -> ! {
-    let known = first_value::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM tfllmer.model_names WHERE model_name = $1)",
-        &[name.into()],
-    )
-    .unwrap_or(false);
+    let known =
+        first_value::<bool>("SELECT EXISTS (SELECT 1 FROM tfllmer.model_names WHERE model_name = $1)", &[name.into()])
+            .unwrap_or(false);
     if !known {
         raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("model \"{name}\" does not exist"));
     }
     let latest = first_pair::<i64, String>(
         "SELECT job_id, state FROM tfllmer.jobs WHERE model_name = $1 ORDER BY job_id DESC LIMIT 1",
         &[name.into()],
-    ).unwrap_or((None, None));
+    )
+    .unwrap_or((None, None));
     let doing = match latest {
         (Some(job), Some(state)) if state == "queued" || state == "running" => {
             format!("it is still training (job {job} is {state})")

@@ -4,7 +4,11 @@
 //!
 //! usage: cargo run --release -p tfllmer-train --example train_folder -- DIR
 //!        [--backbone sasrec|gru4rec] [--epochs N] [--max-len L] [--dim D] [--batch B]
-//!        [--no-normalize] [--seed S]
+//!        [--no-normalize] [--seed S] [--threads T] [--patience P]
+//!
+//! `--threads T` builds the compute pool with T threads before anything else
+//! runs (as the extension does); without it candle and rayon size their pools
+//! from RAYON_NUM_THREADS, else from the number of cores.
 use candle_core::DType;
 use tfllmer_core::graph::Event;
 use tfllmer_core::sequences::{leave_one_out, Histories};
@@ -22,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .cloned()
             .unwrap_or_else(|| default.to_string())
     };
+    if let Some(threads) = args.iter().position(|a| a == "--threads").and_then(|i| args.get(i + 1)) {
+        tfllmer_train::threads::init_compute_threads(threads.parse()?);
+    }
     let backbone = if opt("--backbone", "sasrec") == "gru4rec" { Backbone::Gru4Rec } else { Backbone::SasRec };
     let text = std::fs::read_to_string(format!("{dir}/interactions.csv"))?;
     let mut events = Vec::new();
@@ -41,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dropout: 0.2,
         normalize: !args.iter().any(|a| a == "--no-normalize"),
         dtype: DType::F32,
+        temperature: None,
     };
     let mut rng = SplitMix64::new(opt("--seed", "7").parse()?);
     let model = Recommender::new(config, None, &mut rng)?;
@@ -48,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         epochs: opt("--epochs", "3").parse()?,
         batch_size: opt("--batch", "128").parse()?,
         learning_rate: 1e-3,
-        patience: 10,
+        patience: opt("--patience", "10").parse()?,
     };
     let train_seqs: Vec<&[u32]> = split.train.iter().map(|t| t.1).collect();
     let valid: Vec<(&[u32], u32)> = split.valid.iter().map(|v| (v.1, v.2)).collect();
@@ -73,6 +81,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &mut || Control::Continue,
     )?;
     let t = evaluate(&model, &test, 10)?;
-    println!("{{\"final\": true, \"test_hr@10\": {:.4}, \"test_ndcg@10\": {:.4}}}", t.hr(), t.ndcg());
+    println!(
+        "{{\"final\": true, \"threads\": {}, \"test_hr@10\": {:.4}, \"test_ndcg@10\": {:.4}}}",
+        rayon::current_num_threads(),
+        t.hr(),
+        t.ndcg()
+    );
     Ok(())
 }

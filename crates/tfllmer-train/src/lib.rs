@@ -6,8 +6,10 @@
 //! generator of our own ([`rng::SplitMix64`]): candle's CPU RNG cannot be
 //! seeded, and runs must be reproducible for a given seed.
 
+mod kernels;
 pub mod loss;
 pub mod model;
+pub mod ops;
 pub mod options;
 pub mod plot;
 pub mod rng;

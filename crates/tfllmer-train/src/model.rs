@@ -11,20 +11,17 @@
 //! since a tanh-bounded state cannot sharpen the logits on its own.
 //!
 //! candle's fused softmax / layer-norm kernels have no backward pass
-//! (shared/CANDLE.md): layer norm is composite, softmax and the loss are our
-//! own fused ops with a backward; the tests assert that every parameter
-//! receives a gradient and check it against finite differences.
+//! (shared/CANDLE.md): layer norm, GELU, dropout, the masked attention
+//! softmax, the item table's normalisation and the output layer with its
+//! loss are our own fused ops with a backward (ops.rs, loss.rs), checked
+//! against candle's composite versions; the tests assert that every
+//! parameter receives a gradient and check it against finite differences.
 
 use candle_core::{DType, Device, IndexOp, Result, Tensor, Var};
-use candle_nn::ops::layer_norm_slow;
 
-use crate::softmax::softmax_last_dim;
-
+use crate::ops;
 use crate::rng::SplitMix64;
 
-/// Additive mask value: large enough to zero a softmax weight, finite so
-/// that fully masked rows cannot produce NaN.
-const MASKED: f64 = -1e9;
 const LN_EPS: f32 = 1e-5;
 
 /// The sequence encoder.
@@ -49,6 +46,9 @@ pub struct ModelConfig {
     /// TF-LLMER's item normalisation (false: the plain-SASRec ablation)
     pub normalize: bool,
     pub dtype: DType,
+    /// a fixed logit temperature τ: logits = <h, ê_i>/τ. None: SASRec uses
+    /// 1, GRU4Rec with normalised items learns its scale (from 1/0.07)
+    pub temperature: Option<f64>,
 }
 
 /// Initial logit scale of a bounded backbone with normalised items: 1/0.07.
@@ -89,21 +89,19 @@ pub struct Recommender {
 /// is None, i.e. in evaluation).
 fn dropout(x: &Tensor, p: f64, rng: &mut Option<&mut SplitMix64>) -> Result<Tensor> {
     match rng {
-        Some(rng) if p > 0.0 => {
-            let mask =
-                Tensor::from_vec(rng.dropout_mask(x.elem_count(), p), x.shape(), x.device())?.to_dtype(x.dtype())?;
-            x.mul(&mask)
-        }
+        Some(rng) if p > 0.0 => ops::dropout(x, p, rng),
         _ => Ok(x.clone()),
     }
 }
 
+/// x·wᵀ + b over the last dimension (a fused op: candle would broadcast w
+/// per sequence and add per-sequence weight gradients in backward).
 fn linear(x: &Tensor, (w, b): &(Var, Var)) -> Result<Tensor> {
-    x.broadcast_matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())
+    ops::linear(x, w.as_tensor(), b.as_tensor())
 }
 
 fn layer_norm(x: &Tensor, (w, b): &(Var, Var)) -> Result<Tensor> {
-    layer_norm_slow(x, w.as_tensor(), b.as_tensor(), LN_EPS)
+    ops::layer_norm(x, w.as_tensor(), b.as_tensor(), LN_EPS)
 }
 
 impl Recommender {
@@ -150,7 +148,8 @@ impl Recommender {
             Backbone::Gru4Rec => {
                 // PyTorch's GRU init: uniform(±1/sqrt(hidden)) everywhere
                 let gru = Gru { input: dense(3 * d, d, rng)?, hidden: dense(3 * d, d, rng)? };
-                let logit_scale = if config.normalize { Some(var(vec![INITIAL_LOGIT_SCALE], &[1])?) } else { None };
+                let learnable = config.normalize && config.temperature.is_none();
+                let logit_scale = if learnable { Some(var(vec![INITIAL_LOGIT_SCALE], &[1])?) } else { None };
                 Encoder::Gru4Rec { gru, logit_scale }
             }
         };
@@ -225,19 +224,8 @@ impl Recommender {
     /// The item table as the model uses it: rows L2-normalised when
     /// `normalize`, row 0 (padding) zero either way.
     pub fn item_table(&self) -> Result<Tensor> {
-        let w = self.item.as_tensor();
-        let n1 = self.config.n_items + 1;
-        let mut keep = vec![1.0f32; n1];
-        keep[0] = 0.0;
-        let keep = Tensor::from_vec(keep, (n1, 1), w.device())?.to_dtype(w.dtype())?;
-        let w = if self.config.normalize {
-            // sqrt(‖e‖² + 1e-24) = max(‖e‖, 1e-12) but for rows within 1e-12 of zero
-            let norm = (w.sqr()?.sum_keepdim(1)? + 1e-24)?.sqrt()?;
-            w.broadcast_div(&norm)?
-        } else {
-            w.clone()
-        };
-        w.broadcast_mul(&keep)
+        // sqrt(‖e‖² + 1e-24) = max(‖e‖, 1e-12) but for rows within 1e-12 of zero
+        ops::item_table(self.item.as_tensor(), self.config.normalize)
     }
 
     /// Hidden states (B × L × dim) for left-padded token sequences
@@ -262,6 +250,11 @@ impl Recommender {
                 }
             }
         };
+        // a fixed temperature divides every logit <h, ê_i>
+        let hidden = match self.config.temperature {
+            Some(t) => (hidden / t)?,
+            None => hidden,
+        };
         Ok((hidden, table))
     }
 
@@ -274,23 +267,23 @@ impl Recommender {
         rng: &mut Option<&mut SplitMix64>,
     ) -> Result<Tensor> {
         let (b, l) = seq.dims2()?;
-        let (d, h) = (self.config.dim, self.config.heads);
-        let dh = d / h;
+        let h = self.config.heads;
         let p = self.config.dropout;
-        let mask = attention_mask(seq)?.to_dtype(x.dtype())?;
-        let scale = 1.0 / (dh as f64).sqrt();
+        // query i sees key j == i and the non-padding keys before it
+        // (padding positions see only themselves, which keeps every row finite)
+        let tokens = seq.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?;
         for block in blocks {
             let y = layer_norm(&x, &block.ln1)?;
-            let heads = |t: Tensor| -> Result<Tensor> { t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous() };
-            let q = heads(linear(&y, &block.q)?)?;
-            let k = heads(linear(&y, &block.k)?)?;
-            let v = heads(linear(&y, &block.v)?)?;
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
-            let att = dropout(&softmax_last_dim(&scores)?, p, rng)?;
-            let ctx = att.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, l, d))?;
+            let (q, k, v) = (linear(&y, &block.q)?, linear(&y, &block.k)?, linear(&y, &block.v)?);
+            // the attention weights' dropout flags, drawn where the weights were dropped out
+            let keep = match rng {
+                Some(rng) if p > 0.0 => Some((rng.dropout_keep(b * h * l * l, p), p)),
+                _ => None,
+            };
+            let ctx = ops::attention(&q, &k, &v, &tokens, h, keep)?;
             x = (x + dropout(&linear(&ctx, &block.o)?, p, rng)?)?;
             let y = layer_norm(&x, &block.ln2)?;
-            let f = dropout(&linear(&y, &block.ff1)?.gelu_erf()?, p, rng)?;
+            let f = dropout(&ops::gelu_erf(&linear(&y, &block.ff1)?)?, p, rng)?;
             x = (x + dropout(&linear(&f, &block.ff2)?, p, rng)?)?;
         }
         layer_norm(&x, ln_final)
@@ -306,8 +299,8 @@ impl Recommender {
         let dev = hidden.device();
         let count = positions.len();
         let h = hidden.reshape(((), d))?.index_select(&Tensor::from_vec(positions, count, dev)?, 0)?;
-        let logits = h.matmul(&table.i(1..)?.t()?)?;
-        crate::loss::cross_entropy(&logits, &Tensor::from_vec(labels, count, dev)?)
+        // logits <h, ê_i> over items 1..=n, fused with the loss (never stored)
+        crate::loss::linear_cross_entropy(&h, &table.i(1..)?, &labels)
     }
 
     /// Scores of every token (index 0 = padding, set very low) after each
@@ -343,26 +336,6 @@ fn gru_forward(gru: &Gru, x: &Tensor) -> Result<Tensor> {
     Tensor::cat(&states, 1)
 }
 
-/// Additive attention mask, B × 1 × L × L: a position sees itself and the
-/// non-padding positions before it. (Padding positions see only
-/// themselves, which keeps every row finite.)
-fn attention_mask(seq: &Tensor) -> Result<Tensor> {
-    let (b, l) = seq.dims2()?;
-    let tokens = seq.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?;
-    let mut mask = vec![0.0f32; b * l * l];
-    for r in 0..b {
-        for i in 0..l {
-            for j in 0..l {
-                let visible = j == i || (j < i && tokens[r * l + j] != 0);
-                if !visible {
-                    mask[(r * l + i) * l + j] = MASKED as f32;
-                }
-            }
-        }
-    }
-    Tensor::from_vec(mask, (b, 1, l, l), seq.device())
-}
-
 /// Left-pads (and left-truncates) sequences to `len` tokens: B × len u32.
 pub fn left_pad(seqs: &[&[u32]], len: usize) -> Vec<u32> {
     let mut out = vec![0u32; seqs.len() * len];
@@ -388,6 +361,7 @@ mod tests {
             dropout: 0.0,
             normalize,
             dtype,
+            temperature: None,
         }
     }
 
@@ -492,6 +466,97 @@ mod tests {
         }
     }
 
+    /// The SASRec loss as candle's composite ops compute it (the model
+    /// before the fused ops; dropout masks from the same generator draws).
+    fn composite_loss(m: &Recommender, seq: &Tensor, targets: &[u32], mut rng: Option<&mut SplitMix64>) -> Tensor {
+        let cfg = &m.config;
+        let drop = |x: &Tensor, rng: &mut Option<&mut SplitMix64>| match rng {
+            Some(r) if cfg.dropout > 0.0 => {
+                let mask = r.dropout_mask(x.elem_count(), cfg.dropout);
+                x.mul(&Tensor::from_vec(mask, x.shape(), x.device()).unwrap().to_dtype(x.dtype()).unwrap()).unwrap()
+            }
+            _ => x.clone(),
+        };
+        let lin = |x: &Tensor, (w, b): &(Var, Var)| {
+            x.broadcast_matmul(&w.as_tensor().t().unwrap()).unwrap().broadcast_add(b.as_tensor()).unwrap()
+        };
+        let ln = |x: &Tensor, (w, b): &(Var, Var)| {
+            candle_nn::ops::layer_norm_slow(x, w.as_tensor(), b.as_tensor(), LN_EPS).unwrap()
+        };
+        let (b, l) = seq.dims2().unwrap();
+        let (d, h) = (cfg.dim, cfg.heads);
+        let dh = d / h;
+        let w = m.item.as_tensor();
+        let mut keep = vec![1.0; cfg.n_items + 1];
+        keep[0] = 0.0;
+        let keep = Tensor::from_vec(keep, (cfg.n_items + 1, 1), &Device::Cpu).unwrap().to_dtype(w.dtype()).unwrap();
+        let norm = (w.sqr().unwrap().sum_keepdim(1).unwrap() + 1e-24).unwrap().sqrt().unwrap();
+        let table = w.broadcast_div(&norm).unwrap().broadcast_mul(&keep).unwrap();
+        let x = table.index_select(&seq.flatten_all().unwrap(), 0).unwrap().reshape((b, l, d)).unwrap();
+        let Encoder::SasRec { pos, blocks, ln_final } = &m.encoder else { unreachable!("a SASRec model") };
+        let mut x = drop(&x.broadcast_add(&pos.as_tensor().i(0..l).unwrap()).unwrap(), &mut rng);
+        let tokens = seq.flatten_all().unwrap().to_vec1::<u32>().unwrap();
+        let mut mask = vec![0.0f64; b * l * l];
+        for r in 0..b {
+            for i in 0..l {
+                for j in 0..l {
+                    if !(j == i || (j < i && tokens[r * l + j] != 0)) {
+                        mask[(r * l + i) * l + j] = -1e9;
+                    }
+                }
+            }
+        }
+        let mask = Tensor::from_vec(mask, (b, 1, l, l), &Device::Cpu).unwrap().to_dtype(w.dtype()).unwrap();
+        for block in blocks {
+            let y = ln(&x, &block.ln1);
+            let heads = |t: Tensor| t.reshape((b, l, h, dh)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+            let (q, k, v) = (heads(lin(&y, &block.q)), heads(lin(&y, &block.k)), heads(lin(&y, &block.v)));
+            let scores = (q.matmul(&k.t().unwrap()).unwrap() / (dh as f64).sqrt()).unwrap();
+            let att = candle_nn::ops::softmax(&scores.broadcast_add(&mask).unwrap(), candle_core::D::Minus1).unwrap();
+            let att = drop(&att, &mut rng);
+            let ctx = att.matmul(&v).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((b, l, d));
+            x = (x + drop(&lin(&ctx.unwrap(), &block.o), &mut rng)).unwrap();
+            let y = ln(&x, &block.ln2);
+            // gelu_erf from erf (candle's own gelu_erf backward rounds 1/√(2π) to 0.398942)
+            let u = lin(&y, &block.ff1);
+            let gelu = ((&u * 0.5).unwrap() * ((&u / 2f64.sqrt()).unwrap().erf().unwrap() + 1.0).unwrap()).unwrap();
+            let f = drop(&gelu, &mut rng);
+            x = (x + drop(&lin(&f, &block.ff2), &mut rng)).unwrap();
+        }
+        let hidden = ln(&x, ln_final).reshape(((), d)).unwrap();
+        let positions: Vec<u32> = (0..targets.len() as u32).filter(|&p| targets[p as usize] > 0).collect();
+        let labels: Vec<u32> = positions.iter().map(|&p| targets[p as usize] - 1).collect();
+        let n = positions.len();
+        let hidden = hidden.index_select(&Tensor::from_vec(positions, n, &Device::Cpu).unwrap(), 0).unwrap();
+        let logits = hidden.matmul(&table.i(1..).unwrap().t().unwrap()).unwrap();
+        candle_nn::loss::cross_entropy(&logits, &Tensor::from_vec(labels, n, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_fused_model_computes_what_the_composite_one_does() {
+        let cfg = ModelConfig { dropout: 0.2, ..config(9, true, DType::F64) };
+        let m = Recommender::new(cfg, None, &mut SplitMix64::new(21)).unwrap();
+        let seq = batch(&[&[1, 2, 3, 4], &[5, 6], &[7, 8, 9, 1, 2, 3]], 6);
+        let targets = left_pad(&[&[2, 3, 4, 7], &[6, 1], &[8, 9, 1, 2, 3, 4]], 6);
+        for dropout in [false, true] {
+            let (mut r1, mut r2) = (SplitMix64::new(5), SplitMix64::new(5));
+            let ours = m.loss(&seq, &targets, dropout.then_some(&mut r1)).unwrap();
+            let theirs = composite_loss(&m, &seq, &targets, dropout.then_some(&mut r2));
+            let (a, b) = (ours.to_scalar::<f64>().unwrap(), theirs.to_scalar::<f64>().unwrap());
+            assert!((a - b).abs() < 1e-12, "loss {a} vs {b}");
+            assert_eq!(r1.next_u64(), r2.next_u64(), "the same number of draws");
+            let (ga, gb) = (ours.backward().unwrap(), theirs.backward().unwrap());
+            for (name, v) in m.named_vars() {
+                let flat = |g: &candle_core::backprop::GradStore| {
+                    g.get(&v).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+                };
+                for (p, q) in flat(&ga).iter().zip(flat(&gb)) {
+                    assert!((p - q).abs() <= 1e-10 * (1.0 + q.abs()), "∂{name}: {p} vs {q}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn training_lowers_the_loss_and_is_reproducible() {
         training_run_check(config(12, true, DType::F32));
@@ -523,6 +588,27 @@ mod tests {
             assert_eq!(h.dims(), &[2, 6, 8]);
             // 1 item table + 2 weight/bias pairs, + the scale when normalised
             assert_eq!(m.vars().len(), 5 + usize::from(normalize));
+        }
+    }
+
+    #[test]
+    fn a_fixed_temperature_divides_the_scores_and_replaces_the_learned_scale() {
+        let seq = batch(&[&[1, 2, 3], &[4]], 6);
+        for backbone in [Backbone::SasRec, Backbone::Gru4Rec] {
+            let plain = ModelConfig { backbone, ..config(10, true, DType::F64) };
+            let hot = ModelConfig { temperature: Some(0.25), ..plain.clone() };
+            // the same seed gives the same weights (the learned scale takes no random draws)
+            let a = Recommender::new(plain, None, &mut SplitMix64::new(8)).unwrap();
+            let b = Recommender::new(hot, None, &mut SplitMix64::new(8)).unwrap();
+            let sa = a.score_last(&seq).unwrap().to_vec2::<f64>().unwrap();
+            let sb = b.score_last(&seq).unwrap().to_vec2::<f64>().unwrap();
+            let scale = if backbone == Backbone::Gru4Rec { 1.0 / INITIAL_LOGIT_SCALE as f64 } else { 1.0 };
+            for (ra, rb) in sa.iter().zip(&sb) {
+                for (x, y) in ra.iter().zip(rb).skip(1) {
+                    assert!((x * scale * 4.0 - y).abs() < 1e-9 * (1.0 + y.abs()), "{backbone:?}: {x} vs {y}");
+                }
+            }
+            assert!(!b.named_vars().iter().any(|(n, _)| n == "logit_scale"));
         }
     }
 

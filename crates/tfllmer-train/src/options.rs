@@ -60,7 +60,9 @@ impl std::fmt::Display for OptionsError {
 fn integer(map: &Map<String, Value>, key: &str, low: i64, high: i64, default: i64) -> Result<i64, OptionsError> {
     let Some(value) = map.get(key) else { return Ok(default) };
     let n = match value {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64)),
+        Value::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64))
+        }
         _ => None,
     };
     match n {
@@ -109,10 +111,7 @@ impl TrainingOptions {
             other => return Err(OptionsError(format!("options must be a JSON object, got {other}"))),
         };
         if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(OptionsError(format!(
-                "options: unknown key \"{unknown}\" (known keys: {})",
-                KEYS.join(", ")
-            )));
+            return Err(OptionsError(format!("options: unknown key \"{unknown}\" (known keys: {})", KEYS.join(", "))));
         }
         let default_dim = init_dim.unwrap_or(DEFAULT_DIM) as i64;
         let dim = integer(map, "dim", 1, 4096, default_dim)? as usize;
@@ -129,7 +128,7 @@ impl TrainingOptions {
             return Err(OptionsError(format!("options.layers must be 1 for gru4rec (one GRU layer), got {layers}")));
         }
         let heads = integer(map, "heads", 1, 64, 1)? as usize;
-        if dim % heads != 0 {
+        if !dim.is_multiple_of(heads) {
             return Err(OptionsError(format!("options.heads ({heads}) must divide dim ({dim})")));
         }
         Ok(TrainingOptions {

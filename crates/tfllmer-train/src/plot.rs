@@ -26,10 +26,8 @@ pub fn line_chart_svg(series: &[Series], title: &str, y_label: &str, size: (u32,
     let finite = |v: &f64| v.is_finite();
     let points = series.iter().flat_map(|s| s.points.iter());
     let max_epoch = points.clone().map(|p| p.0).max().unwrap_or(1).max(1);
-    let (mut low, mut high) = points
-        .map(|p| p.1)
-        .filter(finite)
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
+    let (mut low, mut high) =
+        points.map(|p| p.1).filter(finite).fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
     if !low.is_finite() {
         (low, high) = (0.0, 1.0);
     }
@@ -88,9 +86,12 @@ mod tests {
         assert!(svg.contains("normalised"));
         assert!(svg.contains("plain &amp; &lt;raw&gt;"), "labels are escaped");
         // per series a data line (NaN points left out) and a legend swatch
-        let lines: Vec<&str> = svg.lines().filter(|l| l.contains("<polyline") && l.contains("stroke-width=\"2\"")).collect();
+        let lines: Vec<&str> =
+            svg.lines().filter(|l| l.contains("<polyline") && l.contains("stroke-width=\"2\"")).collect();
         assert_eq!(lines.len(), 4, "{svg}");
-        let points = |l: &str| l.split("points=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("").split_whitespace().count();
+        let points = |l: &str| {
+            l.split("points=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("").split_whitespace().count()
+        };
         assert_eq!((points(lines[0]), points(lines[1])), (3, 2), "{lines:?}");
     }
 

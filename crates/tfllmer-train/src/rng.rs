@@ -1,5 +1,23 @@
 //! A small seeded generator (SplitMix64) for initialisation and dropout.
 
+use rayon::prelude::*;
+
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function.
+#[inline(always)]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A draw as a uniform in [0, 1).
+#[inline(always)]
+fn to_unit(z: u64) -> f64 {
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// SplitMix64: fast, statistically sound for our purposes, and fully
 /// determined by its seed.
 #[derive(Clone, Debug)]
@@ -11,16 +29,13 @@ impl SplitMix64 {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0 = self.0.wrapping_add(GAMMA);
+        mix(self.0)
     }
 
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        to_unit(self.next_u64())
     }
 
     /// Standard normal (Box-Muller).
@@ -42,6 +57,25 @@ impl SplitMix64 {
     pub fn dropout_mask(&mut self, n: usize, p: f64) -> Vec<f32> {
         let keep = (1.0 / (1.0 - p)) as f32;
         (0..n).map(|_| if self.uniform() < p { 0.0 } else { keep }).collect()
+    }
+
+    /// The keep flags (1 = kept) of `dropout_mask(n, p)`, the same draws,
+    /// leaving the generator where `dropout_mask` would. The k-th draw from
+    /// state s is mix(s + k·γ), so blocks of the stream are drawn in
+    /// parallel (and the result does not depend on the threads).
+    pub fn dropout_keep(&mut self, n: usize, p: f64) -> Vec<u8> {
+        const BLOCK: usize = 1 << 14;
+        let start = self.0;
+        let mut keep = vec![0u8; n];
+        keep.par_chunks_mut(BLOCK).enumerate().for_each(|(b, chunk)| {
+            let mut state = start.wrapping_add(((b * BLOCK) as u64).wrapping_mul(GAMMA));
+            for k in chunk {
+                state = state.wrapping_add(GAMMA);
+                *k = u8::from(to_unit(mix(state)) >= p);
+            }
+        });
+        self.0 = start.wrapping_add((n as u64).wrapping_mul(GAMMA));
+        keep
     }
 
     /// A permutation of 0..n (Fisher-Yates).
@@ -76,6 +110,18 @@ mod tests {
         let zeros = m.iter().filter(|&&v| v == 0.0).count();
         assert!((1_800..2_200).contains(&zeros));
         assert!(m.iter().all(|&v| v == 0.0 || (v - 1.25).abs() < 1e-6));
+    }
+
+    #[test]
+    fn parallel_keep_flags_are_the_dropout_mask_stream() {
+        for (n, p) in [(0, 0.2), (7, 0.5), (100_003, 0.2)] {
+            let (mut a, mut b) = (SplitMix64::new(42), SplitMix64::new(42));
+            let mask = a.dropout_mask(n, p);
+            let keep = b.dropout_keep(n, p);
+            assert!(mask.iter().zip(&keep).all(|(&m, &k)| (m != 0.0) == (k == 1)));
+            assert_eq!(mask.len(), keep.len());
+            assert_eq!(a.next_u64(), b.next_u64(), "the generators end in the same state");
+        }
     }
 
     #[test]

@@ -153,6 +153,7 @@ mod tests {
             dropout: 0.0,
             normalize: true,
             dtype: DType::F32,
+            temperature: None,
         };
         let m = Recommender::new(cfg, None, &mut SplitMix64::new(1)).unwrap();
         // with every other item in the history, the one item left must rank first
@@ -177,6 +178,7 @@ mod tests {
             dropout: 0.1,
             normalize: true,
             dtype: DType::F32,
+            temperature: None,
         };
         let mut rng = SplitMix64::new(3);
         let model = Recommender::new(cfg, None, &mut rng).unwrap();
@@ -220,6 +222,7 @@ mod tests {
             dropout: 0.0,
             normalize: false,
             dtype: DType::F32,
+            temperature: None,
         };
         let mut rng = SplitMix64::new(4);
         let model = Recommender::new(cfg, None, &mut rng).unwrap();
