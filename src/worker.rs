@@ -208,7 +208,7 @@ fn claim(job_id: i64) -> Option<JobSpec> {
             source_name: text(10)?,
         }))
     })
-    .unwrap_or_else(|e| crate::postgres::jobs::spi_failed(e))
+    .unwrap_or_else(|e| crate::postgres::spi::spi_failed(e))
 }
 
 /// What the worker reads before training: the histories and the init vectors.
@@ -480,14 +480,14 @@ fn save_version(
               WHERE job_id = $1",
             &[job_id.into()],
         )
-        .unwrap_or_else(|e| crate::postgres::jobs::spi_failed(e));
+        .unwrap_or_else(|e| crate::postgres::spi::spi_failed(e));
         return "cancelled";
     }
     Spi::run_with_args(
         "INSERT INTO tfllmer.model_names (model_name) VALUES ($1) ON CONFLICT DO NOTHING",
         &[spec.model_name.as_str().into()],
     )
-    .unwrap_or_else(|e| crate::postgres::jobs::spi_failed(e));
+    .unwrap_or_else(|e| crate::postgres::spi::spi_failed(e));
     let version = first_value::<i32>(
         "INSERT INTO tfllmer.model_store (model_name, version, job_id, backbone, normalized, init, n_items, n_users,
                 dim, max_len, layers, heads, dropout, options, source_table, source_name, user_column, item_column,
@@ -525,6 +525,6 @@ fn save_version(
           WHERE job_id = $1",
         &[job_id.into(), version.into()],
     )
-    .unwrap_or_else(|e| crate::postgres::jobs::spi_failed(e));
+    .unwrap_or_else(|e| crate::postgres::spi::spi_failed(e));
     "succeeded"
 }

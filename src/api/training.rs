@@ -11,10 +11,10 @@ use tfllmer_train::options::TrainingOptions;
 
 use crate::postgres::errors::{object_name, raise, raise_with_hint, required, Code};
 use crate::postgres::interactions::InteractionSource;
-use crate::postgres::jobs::{is_final, launch_worker, record_lost_jobs, spi_failed, WorkerStart};
+use crate::postgres::jobs::{is_final, launch_worker, record_lost_jobs, WorkerStart};
 use crate::postgres::models::{load_newest, parse_backbone};
 use crate::postgres::relation::readable_relation;
-use crate::postgres::spi::{first_pair, first_value};
+use crate::postgres::spi::{first_pair, first_value, spi_failed};
 use crate::postgres::sql_types::{RegClass, SqlName};
 use crate::settings;
 

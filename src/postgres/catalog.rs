@@ -7,6 +7,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use super::errors::{raise, raise_with_hint, Code};
+use super::spi::spi_failed;
 
 /// One catalog table and how its objects are named in messages.
 pub struct Catalog {
@@ -37,10 +38,6 @@ pub const EMBEDDINGS: Catalog = Catalog {
     kind: "embedding",
     drop_function: "tfllmer.drop_embedding",
 };
-
-fn spi_failed(e: pgrx::spi::Error) -> ! {
-    raise(Code::ERRCODE_INTERNAL_ERROR, format!("tfllmer catalog access failed: {e}"))
-}
 
 impl Catalog {
     /// Whether an object of that name is visible to the caller.

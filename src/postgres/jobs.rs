@@ -8,16 +8,12 @@
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::prelude::*;
 
-use super::errors::{raise, Code};
+use super::spi::spi_failed;
 
 /// The exported symbol of the worker's entry point (src/worker.rs).
 pub const WORKER_FUNCTION: &str = "tfllmer_training_worker_main";
 /// `backend_type` of training workers in pg_stat_activity.
 pub const WORKER_TYPE: &str = "tfllmer training";
-
-pub fn spi_failed(e: pgrx::spi::Error) -> ! {
-    raise(Code::ERRCODE_INTERNAL_ERROR, format!("tfllmer catalog access failed: {e}"))
-}
 
 /// What a worker needs to know before it can read anything: which database
 /// to connect to, as whom, which role to act as, and which transaction

@@ -7,8 +7,7 @@ use tfllmer_train::model::{Backbone, ModelConfig, Recommender};
 use tfllmer_train::DType;
 
 use super::errors::{raise, raise_with_hint, Code};
-use super::jobs::spi_failed;
-use super::spi::{first_pair, first_value};
+use super::spi::{first_pair, first_value, spi_failed};
 
 pub fn parse_backbone(name: &str) -> Option<Backbone> {
     match name {

@@ -7,7 +7,9 @@ use pgrx::prelude::*;
 
 use super::errors::{raise, Code};
 
-fn spi_failed(e: pgrx::spi::Error) -> ! {
+/// The ERROR for a failed catalog query (a bug or a broken installation,
+/// never a user mistake).
+pub fn spi_failed(e: pgrx::spi::Error) -> ! {
     raise(Code::ERRCODE_INTERNAL_ERROR, format!("tfllmer catalog access failed: {e}"))
 }
 

@@ -78,20 +78,26 @@ fn spawn_without_signals<'scope, 'env, R: Send + 'scope>(
     scope: &'scope Scope<'scope, 'env>,
     f: impl FnOnce() -> R + Send + 'scope,
 ) -> ScopedJoinHandle<'scope, R> {
-    // a new thread inherits the creating thread's mask: block all, spawn,
-    // restore, so there is no moment when the helper can take a signal
+    // a new thread inherits the creating thread's mask: spawn it with every
+    // signal blocked, so there is no moment when the helper can take one
+    with_signals_blocked(|| scope.spawn(f))
+}
+
+/// Runs `f` with every signal blocked on this thread, then restores the
+/// mask: threads started inside inherit the blocked mask.
+pub fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(unix)]
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let handle = scope.spawn(f);
+        let result = f();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        handle
+        result
     }
     #[cfg(not(unix))]
-    scope.spawn(f)
+    f()
 }
 
 #[cfg(test)]

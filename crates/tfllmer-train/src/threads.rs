@@ -6,6 +6,8 @@
 
 use std::sync::OnceLock;
 
+use tfllmer_core::parallel::with_signals_blocked;
+
 static POOL_THREADS: OnceLock<usize> = OnceLock::new();
 
 /// Builds the global pool with `threads` threads (at least 1) unless this
@@ -43,19 +45,4 @@ fn warm_up_candle_pools() -> candle_core::Result<()> {
     let _ = candle_nn::ops::softmax_last_dim(&y)?;
     let _ = y.index_select(&Tensor::arange(0u32, 512, &Device::Cpu)?, 0)?;
     Ok(())
-}
-
-fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(unix)]
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let result = f();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        result
-    }
-    #[cfg(not(unix))]
-    f()
 }
