@@ -10,6 +10,12 @@
 # usage: bench/quality.sh DATA_FOLDER [EPOCHS] [MAX_LEN] [SVG_OUT]
 #   e.g. bench/quality.sh ../shared/data/ml-100k 50 200 docs/img/loss_ml100k.svg
 # env: TFLLMER_BENCH_SECONDS=S caps each job's training time (max_train_seconds)
+#      TFLLMER_BENCH_VARIANTS="sasrec_a sasrec_d ..." runs only these variants
+#      TFLLMER_BENCH_THREADS=T threads per job (default 2)
+#      TFLLMER_BENCH_PARALLEL=1 submits every job at once (they share the cores;
+#        same results as one after another for the same thread count, as
+#        training is deterministic per seed and thread count; s/epoch grows)
+# Also prints each training worker's peak resident memory (VmHWM).
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$TFLLMER_ROOT"
 data="$(cd "$1" && pwd)"
@@ -27,7 +33,8 @@ psql_q -d postgres -c "CREATE DATABASE bench_quality"
 python3 scripts/load_dataset.py "$data"
 cap=""
 [ -n "${TFLLMER_BENCH_SECONDS:-}" ] && cap=", \"max_train_seconds\": $TFLLMER_BENCH_SECONDS"
-options="{\"epochs\": $epochs, \"max_len\": $max_len, \"dim\": 64, \"patience\": 10, \"seed\": 7, \"threads\": 2$cap}"
+threads="${TFLLMER_BENCH_THREADS:-2}"
+options="{\"epochs\": $epochs, \"max_len\": $max_len, \"dim\": 64, \"patience\": 10, \"seed\": 7, \"threads\": $threads$cap}"
 psql_q <<SQL
 CREATE EXTENSION tfllmer;
 SELECT graph_name, n_edges FROM tfllmer.build_graph('g', 'interactions', window_size => 1, holdout => 2);
@@ -36,21 +43,45 @@ SELECT embedding_name, round(retained_variance::numeric, 4) AS retained, round(g
 FROM tfllmer.rec_pca('recpca', 'items', graph_name => 'g', dim => 64, lambda => 0.5);
 SQL
 echo "options: $options"
-run() {  # run LABEL BACKBONE INIT NORMALIZE
+# Peak memory of the training workers: sampled from /proc while they run
+# (a worker's VmHWM is its peak RSS so far; the last sample before it exits).
+peak_file=$(mktemp)
+sample_memory() {
+    while sleep 2; do
+        for status in /proc/[0-9]*/status; do
+            pid=${status#/proc/}; pid=${pid%/status}
+            grep -q "tfllmer training job" "/proc/$pid/cmdline" 2>/dev/null || continue
+            hwm=$(awk '/VmHWM/ {print $2}' "$status" 2>/dev/null) || continue
+            [ -n "$hwm" ] && echo "$(tr '\0' ' ' < "/proc/$pid/cmdline" | sed 's/.*tfllmer training job //') $hwm"
+        done
+    done >> "$peak_file"
+}
+sample_memory &
+sampler=$!
+trap 'kill $sampler 2>/dev/null; rm -f "$peak_file"; cluster_stop "$cluster"' EXIT
+submit() {  # submit LABEL BACKBONE INIT NORMALIZE -> job id
     local init=NULL
     [ "$3" != random ] && init="'$3'"
-    local job
-    job=$(psql_q -A -t -c "SELECT tfllmer.train('$1', 'interactions', init => $init, backbone => '$2',
-                                               \"normalize\" => $4, options => '$options')")
-    psql_q -A -t -c "SELECT tfllmer.wait_job($job)" >/dev/null
-    echo "$job"
+    psql_q -A -t -c "SELECT tfllmer.train('$1', 'interactions', init => $init, backbone => '$2',
+                                          \"normalize\" => $4, options => '$options')"
 }
+wait_for() { psql_q -A -t -c "SELECT tfllmer.wait_job($1)" >/dev/null; }
+selected="${TFLLMER_BENCH_VARIANTS:-sasrec_a sasrec_b sasrec_c sasrec_d gru4rec_a gru4rec_d}"
 jobs=()
+sasrec_jobs=()
 for v in "sasrec_a sasrec random false" "sasrec_b sasrec pca false" "sasrec_c sasrec pca true" \
          "sasrec_d sasrec recpca true" "gru4rec_a gru4rec random false" "gru4rec_d gru4rec recpca true"; do
     set -- $v
-    jobs+=("$(run "$@")")
+    case " $selected " in *" $1 "*) ;; *) continue ;; esac
+    job=$(submit "$@")
+    [ -n "${TFLLMER_BENCH_PARALLEL:-}" ] || wait_for "$job"
+    jobs+=("$job")
+    [ "$2" = sasrec ] && sasrec_jobs+=("$job")
 done
+for job in "${jobs[@]}"; do wait_for "$job"; done
+kill $sampler 2>/dev/null || true
+echo "peak resident memory per training worker (VmHWM):"
+sort -k1,1n -k2,2n "$peak_file" | awk '{peak[$1] = $2} END {for (j in peak) printf "  job %s: %.0f MiB\n", j, peak[j] / 1024}' | sort -k2n
 psql_q <<SQL
 SELECT j.model_name AS variant, j.state, j.epoch AS epochs, m.best_epoch,
        round(m.valid_ndcg10::numeric, 4) AS valid_ndcg10,
@@ -59,9 +90,9 @@ SELECT j.model_name AS variant, j.state, j.epoch AS epochs, m.best_epoch,
 FROM tfllmer.jobs j LEFT JOIN tfllmer.models m ON m.job_id = j.job_id
 ORDER BY j.job_id;
 SQL
-if [ -n "$svg" ]; then
+if [ -n "$svg" ] && [ ${#sasrec_jobs[@]} -gt 0 ]; then
     mkdir -p "$(dirname "$svg")"
-    psql_q -A -t -c "SELECT tfllmer.loss_plot(ARRAY[${jobs[0]}, ${jobs[1]}, ${jobs[2]}, ${jobs[3]}],
+    psql_q -A -t -c "SELECT tfllmer.loss_plot(ARRAY[$(IFS=,; echo "${sasrec_jobs[*]}")],
                          title => 'SASRec on $(basename "$data"): training loss per epoch')" > "$svg"
     echo "wrote $svg"
 fi

@@ -48,6 +48,9 @@ install_extension() {
     local profile=()
     [ "${1:-debug}" = release ] && profile=(--release)
     log "building and installing the extension ${profile[*]:-(debug build)}"
+    # a new file, not the old one overwritten: running servers keep the
+    # library they mapped instead of crashing on changed code
+    as_root rm -f "$("$PG_CONFIG" --pkglibdir)/tfllmer.so"
     (cd "$TFLLMER_ROOT" && as_root env "PATH=$PATH" "CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}" "RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}" \
         cargo pgrx install --pg-config "$PG_CONFIG" "${profile[@]}" >&2)
 }
@@ -58,6 +61,8 @@ free_port() {
 
 # cluster_start DIR: a fresh cluster in DIR (owned by postgres), on a free
 # port; exports PGHOST (the socket directory), PGPORT, PGUSER, PGDATABASE.
+# It listens on the socket only, and on 127.0.0.1 too when TFLLMER_LOOPBACK
+# is set (clients then connect with -h 127.0.0.1, as an application would).
 cluster_start() {
     local dir="$1"
     cluster_stop "$dir"
@@ -68,7 +73,7 @@ cluster_start() {
     local port
     port=$(free_port)
     as_root runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-        -o "-p $port -k $dir -c listen_addresses=''" start >/dev/null
+        -o "-p $port -k $dir -c listen_addresses='${TFLLMER_LOOPBACK:+127.0.0.1}'" start >/dev/null
     export PGHOST="$dir" PGPORT="$port" PGUSER=postgres PGDATABASE=postgres
     log "PostgreSQL $PG_MAJOR running in $dir on port $port (log: $dir/server.log)"
 }
@@ -76,7 +81,7 @@ cluster_start() {
 cluster_restart() {
     local dir="$1"
     as_root runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -m fast \
-        -o "-p $PGPORT -k $dir -c listen_addresses=''" restart >/dev/null
+        -o "-p $PGPORT -k $dir -c listen_addresses='${TFLLMER_LOOPBACK:+127.0.0.1}'" restart >/dev/null
 }
 
 cluster_stop() {

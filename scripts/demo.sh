@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline end to end: installs what is missing, builds and
 # installs the extension, starts a private PostgreSQL cluster, loads sample
-# data, runs every tfllmer step that exists and prints the results.
+# data, runs every tfllmer step and prints the results.
 # Safe to run twice (the demo cluster is recreated).
 #
 # usage: scripts/demo.sh [--data DIR]
@@ -99,6 +99,30 @@ SELECT model_name, version, backbone, normalized, init, n_items, dim, round(vali
 FROM tfllmer.models;
 -- leave-one-out evaluation, full ranking with the history masked
 SELECT split, n_users, round(hr::numeric, 4) AS hr20, round(ndcg::numeric, 4) AS ndcg20 FROM tfllmer.evaluate('demo_model', k => 20);
+SQL
+
+log "step 4: recommendations in SQL (tfllmer.recommend, recommend_next, similar_items)"
+psql_q <<'SQL'
+-- per request: what next for user 1? (history read now from interactions)
+SELECT item_id, round(score::numeric, 3) AS score FROM tfllmer.recommend('demo_model', 1, k => 5);
+-- a few users at once, as one query
+SELECT u.user_id, array_agg(r.item_id ORDER BY r.score DESC) AS top_5
+FROM (SELECT DISTINCT user_id FROM interactions ORDER BY user_id LIMIT 4) u,
+     LATERAL tfllmer.recommend('demo_model', u.user_id, 5) r
+GROUP BY u.user_id ORDER BY u.user_id;
+-- what counts happens at once: user 1 consumes the top recommendation...
+INSERT INTO interactions
+SELECT 1, item_id, (SELECT max(ts) + 1 FROM interactions WHERE user_id = 1)
+FROM tfllmer.recommend('demo_model', 1, k => 1);
+-- ...and the next call already knows it (no retraining)
+SELECT array_agg(item_id) AS top_5_now FROM tfllmer.recommend('demo_model', 1, k => 5);
+-- for a history that is not stored (oldest first), and items like item 1
+SELECT array_agg(item_id) AS after_items_1_2_3 FROM tfllmer.recommend_next('demo_model', ARRAY[1, 2, 3], k => 5);
+SELECT item_id, round(score::numeric, 3) AS cosine FROM tfllmer.similar_items('demo_model', 1, k => 3);
+-- every user, timed
+\timing on
+SELECT count(*) AS recommendations, count(DISTINCT u.user_id) AS users
+FROM (SELECT DISTINCT user_id FROM interactions) u, LATERAL tfllmer.recommend('demo_model', u.user_id, 10) r;
 SQL
 
 log "done"

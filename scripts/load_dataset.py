@@ -56,7 +56,7 @@ CREATE SCHEMA IF NOT EXISTS {s};
 DROP TABLE IF EXISTS {s}.interactions, {s}.items, {s}.item_info;
 CREATE TABLE {s}.interactions (user_id int NOT NULL, item_id int NOT NULL, ts bigint NOT NULL);
 \\copy {s}.interactions FROM '{os.path.join(d, "interactions.csv")}' CSV HEADER
-CREATE INDEX ON {s}.interactions (user_id, ts);
+CREATE INDEX ON {s}.interactions (user_id, ts, item_id);  -- serves recommend()'s history reads
 CREATE TABLE {s}.items (item_id int PRIMARY KEY, embedding real[] NOT NULL);
 \\copy {s}.items FROM '{emb_csv}' CSV
 {info_sql}

@@ -5,7 +5,8 @@
 #   2. #[pg_test]s inside a throw-away PostgreSQL (cargo pgrx test)
 #   3. regression files (tests/pg_regress) on a private cluster
 #   4. integration checks: persistence across a restart, training jobs under
-#      faults (queueing, kill -9, restarts), and build_graph and
+#      faults (queueing, kill -9, restarts), recommendations under load
+#      while the model is retrained, and build_graph and
 #      rec_pca on MovieLens against the numpy reference (skipped, and said
 #      so, where the shared data is absent)
 source "$(dirname "$0")/common.sh"
@@ -24,6 +25,7 @@ cargo pgrx test pg$PG_MAJOR --runas "$PG_OS_USER" --pgdata "$pgrx_data"
 install_extension
 
 cluster=/tmp/tfllmer-test-cluster
+export TFLLMER_LOOPBACK=1  # recommend_load.sh connects over TCP, as applications do
 cluster_start "$cluster"
 trap 'cluster_stop "$cluster"' EXIT
 
@@ -36,6 +38,7 @@ fi
 log "4/4 integration tests"
 tests/integration/persistence.sh "$cluster"
 tests/integration/training_faults.sh "$cluster"
+tests/integration/recommend_load.sh "$cluster"
 data=$(data_dir)
 reference=$(reference_dir)
 if [ -n "$data" ] && [ -n "$reference" ]; then

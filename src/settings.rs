@@ -9,7 +9,20 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// and eigendecompositions). Results do not depend on it.
 pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
+/// Memory for ready-to-score models kept by one backend (MB); 0 keeps none.
+pub static MODEL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(256);
+
 pub fn define() {
+    GucRegistry::define_int_guc(
+        c"tfllmer.model_cache_size",
+        c"Memory each backend may use to keep trained models ready to score.",
+        c"recommend(), recommend_next() and similar_items() keep the models they use, least recently used first out; a model larger than this is loaded for each call. 0 disables the cache.",
+        &MODEL_CACHE_SIZE,
+        0,
+        i32::MAX / 2,
+        GucContext::Userset,
+        GucFlags::UNIT_MB,
+    );
     GucRegistry::define_int_guc(
         c"tfllmer.threads",
         c"Threads a tfllmer function may use for its maths inside one backend.",
@@ -24,4 +37,9 @@ pub fn define() {
 
 pub fn threads() -> usize {
     THREADS.get().max(1) as usize
+}
+
+/// tfllmer.model_cache_size in bytes.
+pub fn model_cache_bytes() -> usize {
+    MODEL_CACHE_SIZE.get().max(0) as usize * 1024 * 1024
 }

@@ -3,4 +3,5 @@
 
 pub mod embeddings;
 pub mod graphs;
+pub mod recommend;
 pub mod training;

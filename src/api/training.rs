@@ -16,6 +16,7 @@ use crate::postgres::models::{load_newest, parse_backbone};
 use crate::postgres::relation::readable_relation;
 use crate::postgres::spi::{first_pair, first_value, spi_failed};
 use crate::postgres::sql_types::{RegClass, SqlName};
+use crate::postgres::user_history::advise_history_index;
 use crate::settings;
 
 /// Starts training `model_name` on an interaction table in a background
@@ -62,6 +63,7 @@ fn train(
     let options = TrainingOptions::parse(&options.0, backbone, init_dim, settings::threads())
         .unwrap_or_else(|e| raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, e.0));
     check_enough_data(&source);
+    advise_history_index(&source);
     claim_model_name(model_name);
 
     let login_role = unsafe { pg_sys::GetSessionUserId() };

@@ -38,3 +38,10 @@ pub fn object_name<'a>(value: Option<&'a str>, argument: &str) -> &'a str {
     }
     name
 }
+
+/// A NOTICE with a HINT line (advice that does not stop the call).
+pub fn notice_with_hint(message: impl Into<String>, hint: impl Into<String>) {
+    ErrorReport::new(Code::ERRCODE_SUCCESSFUL_COMPLETION, message.into(), "tfllmer")
+        .set_hint(hint.into())
+        .report(PgLogLevel::NOTICE);
+}

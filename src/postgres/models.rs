@@ -7,7 +7,7 @@ use tfllmer_train::model::{Backbone, ModelConfig, Recommender};
 use tfllmer_train::DType;
 
 use super::errors::{raise, raise_with_hint, Code};
-use super::spi::{first_pair, first_value, spi_failed};
+use super::spi::{first_pair, first_value, prepared, spi_failed};
 
 pub fn parse_backbone(name: &str) -> Option<Backbone> {
     match name {
@@ -44,6 +44,46 @@ fn decode_item_ids(bytes: &[u8]) -> Option<Vec<i64>> {
 /// unknown model (42704), or a model with no finished version yet (55000,
 /// saying what its latest job is doing).
 pub fn load_newest(name: &str) -> LoadedModel {
+    load_version(name, None)
+}
+
+/// Which stored version is the newest: enough to tell whether a cached copy
+/// is still the current one, without reading the weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VersionKey {
+    pub version: i32,
+    /// the job that trained it (never reused)
+    pub job_id: i64,
+    /// the transaction that wrote the row: tells a version apart from one of
+    /// the same number written after DROP EXTENSION or a restore
+    pub row_xmin: i64,
+}
+
+/// The newest version of `name` the caller can see (row-level security
+/// decides), in the statement's snapshot; None when there is none.
+pub fn newest_version(name: &str) -> Option<VersionKey> {
+    let found = Spi::connect(|client| {
+        // planned once per backend: this runs on every recommendation
+        let statement = prepared(
+            client,
+            "SELECT version, job_id, xmin::text::int8 FROM tfllmer.model_store
+              WHERE model_name = $1 ORDER BY version DESC LIMIT 1",
+            &[PgOid::BuiltIn(PgBuiltInOids::TEXTOID)],
+        )?;
+        let rows = client.select(&*statement, Some(1), &[name.into()])?;
+        let Some(row) = rows.into_iter().next() else { return Ok(None) };
+        Ok::<_, pgrx::spi::Error>(Some(VersionKey {
+            version: row.get::<i32>(1)?.unwrap_or(0),
+            job_id: row.get::<i64>(2)?.unwrap_or(0),
+            row_xmin: row.get::<i64>(3)?.unwrap_or(0),
+        }))
+    })
+    .unwrap_or_else(|e| spi_failed(e));
+    found
+}
+
+/// Loads `version` of `name` (the newest when None).
+pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
     struct Row {
         version: i32,
         backbone: String,
@@ -61,9 +101,10 @@ pub fn load_newest(name: &str) -> LoadedModel {
             "SELECT version, backbone, normalized, n_items, dim::int8, max_len::int8, layers::int8, heads::int8,
                     dropout, source_table, user_column::text, item_column::text, time_column::text, item_ids, weights,
                     (options->>'temperature')::float8
-               FROM tfllmer.model_store WHERE model_name = $1 ORDER BY version DESC LIMIT 1",
+               FROM tfllmer.model_store WHERE model_name = $1 AND ($2 IS NULL OR version = $2)
+              ORDER BY version DESC LIMIT 1",
             None,
-            &[name.into()],
+            &[name.into(), version.into()],
         )?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
         let text = |i: usize| -> Result<String, pgrx::spi::Error> { Ok(row.get::<String>(i)?.unwrap_or_default()) };
@@ -111,7 +152,7 @@ pub fn load_newest(name: &str) -> LoadedModel {
 }
 
 /// The ERROR for a model with no usable version.
-fn raise_no_version(name: &str) -> ! {
+pub fn raise_no_version(name: &str) -> ! {
     let known =
         first_value::<bool>("SELECT EXISTS (SELECT 1 FROM tfllmer.model_names WHERE model_name = $1)", &[name.into()])
             .unwrap_or(false);

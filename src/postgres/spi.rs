@@ -2,8 +2,13 @@
 //! `Spi::get_one` treats "no row" as an error): a lookup by key, an UPDATE
 //! ... RETURNING that matched nothing.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use pgrx::datum::{DatumWithOid, FromDatum, IntoDatum};
 use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult};
 
 use super::errors::{raise, Code};
 
@@ -39,4 +44,31 @@ pub fn first_pair<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
         }
     })
     .unwrap_or_else(|e| spi_failed(e))
+}
+
+thread_local! {
+    /// Plans kept for the life of the backend, by query text.
+    static PREPARED: RefCell<HashMap<String, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+}
+
+/// Kept plans beyond this many are dropped (all of them: queries built from
+/// table names can pile up when tables are renamed or recreated).
+const MAX_PREPARED: usize = 64;
+
+/// A read-only statement planned once per backend and kept (PostgreSQL
+/// replans it when a table it reads changes). For the queries that run on
+/// every recommendation, where planning would cost more than running.
+pub fn prepared(client: &SpiClient<'_>, query: &str, arg_types: &[PgOid]) -> SpiResult<Rc<OwnedPreparedStatement>> {
+    if let Some(found) = PREPARED.with(|p| p.borrow().get(query).cloned()) {
+        return Ok(found);
+    }
+    let statement = Rc::new(client.prepare(query, arg_types)?.keep());
+    PREPARED.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() >= MAX_PREPARED {
+            p.clear();
+        }
+        p.insert(query.to_string(), statement.clone());
+    });
+    Ok(statement)
 }

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod options;
 pub mod plot;
 pub mod rng;
+pub mod scorer;
 pub mod softmax;
 pub mod threads;
 pub mod train;

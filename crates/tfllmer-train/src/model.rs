@@ -22,7 +22,7 @@ use candle_core::{DType, Device, IndexOp, Result, Tensor, Var};
 use crate::ops;
 use crate::rng::SplitMix64;
 
-const LN_EPS: f32 = 1e-5;
+pub(crate) const LN_EPS: f32 = 1e-5;
 
 /// The sequence encoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,24 +54,24 @@ pub struct ModelConfig {
 /// Initial logit scale of a bounded backbone with normalised items: 1/0.07.
 const INITIAL_LOGIT_SCALE: f32 = 1.0 / 0.07;
 
-struct Block {
-    ln1: (Var, Var),
-    q: (Var, Var),
-    k: (Var, Var),
-    v: (Var, Var),
-    o: (Var, Var),
-    ln2: (Var, Var),
-    ff1: (Var, Var),
-    ff2: (Var, Var),
+pub(crate) struct Block {
+    pub(crate) ln1: (Var, Var),
+    pub(crate) q: (Var, Var),
+    pub(crate) k: (Var, Var),
+    pub(crate) v: (Var, Var),
+    pub(crate) o: (Var, Var),
+    pub(crate) ln2: (Var, Var),
+    pub(crate) ff1: (Var, Var),
+    pub(crate) ff2: (Var, Var),
 }
 
 /// A GRU layer with PyTorch's gate layout (r, z, n).
-struct Gru {
-    input: (Var, Var),
-    hidden: (Var, Var),
+pub(crate) struct Gru {
+    pub(crate) input: (Var, Var),
+    pub(crate) hidden: (Var, Var),
 }
 
-enum Encoder {
+pub(crate) enum Encoder {
     SasRec { pos: Var, blocks: Vec<Block>, ln_final: (Var, Var) },
     Gru4Rec { gru: Gru, logit_scale: Option<Var> },
 }
@@ -82,7 +82,7 @@ pub struct Recommender {
     pub config: ModelConfig,
     /// (n_items + 1) × dim; row 0 is padding
     pub item: Var,
-    encoder: Encoder,
+    pub(crate) encoder: Encoder,
 }
 
 /// Dropout with a mask drawn from our seeded generator (identity when `rng`

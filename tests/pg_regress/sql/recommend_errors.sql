@@ -1,0 +1,77 @@
+-- Bad input to the recommendation functions: each an ERROR with a SQLSTATE
+-- that fits and a message naming the argument. (fresh install)
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS tfllmer CASCADE;
+RESET client_min_messages;
+CREATE EXTENSION tfllmer;
+CREATE TABLE walks AS
+SELECT u AS user_id, 1 + (u * 7 + k) % 30 AS item_id, k AS ts
+FROM generate_series(1, 40) u, generate_series(0, 5) k;
+CREATE INDEX ON walks (user_id, ts, item_id);
+SELECT tfllmer.train('walker', 'walks', options => '{"epochs": 2, "max_len": 8, "dim": 8}') AS job \gset
+SELECT tfllmer.wait_job(:job);
+
+-- the model: NULL, empty, unknown
+SELECT * FROM tfllmer.recommend(NULL, 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.recommend('', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.recommend('no_such_model', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.recommend_next('no_such_model', ARRAY[1]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.similar_items('no_such_model', 1);
+\echo :LAST_ERROR_SQLSTATE
+
+-- k: NULL, zero, negative
+SELECT * FROM tfllmer.recommend('walker', 1, k => NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.recommend('walker', 1, k => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.recommend_next('walker', ARRAY[1], k => -5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.similar_items('walker', 1, k => 0);
+\echo :LAST_ERROR_SQLSTATE
+
+-- the user, the history, the item, exclude_seen
+SELECT * FROM tfllmer.recommend('walker', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.recommend_next('walker', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.recommend_next('walker', ARRAY[1, NULL, 2]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.similar_items('walker', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.recommend('walker', 1, exclude_seen => NULL);
+\echo :LAST_ERROR_SQLSTATE
+
+-- a model still training, or whose job failed, has no version to use
+CREATE TABLE long_walks AS
+SELECT u AS user_id, 1 + (u * 7 + k) % 300 AS item_id, k AS ts
+FROM generate_series(1, 400) u, generate_series(0, 49) k;
+SELECT tfllmer.train('long', 'long_walks', options => '{"epochs": 100000, "batch_size": 8, "max_len": 50}') AS job2 \gset
+-- (the job may be queued or running by now: the message says which)
+DO $$
+BEGIN
+    PERFORM * FROM tfllmer.recommend('long', 1);
+EXCEPTION WHEN object_not_in_prerequisite_state THEN
+    RAISE NOTICE '55000, says it is still training: %', SQLERRM LIKE '%still training (job % is %)';
+END $$;
+SELECT tfllmer.cancel_job(:job2);
+SELECT tfllmer.wait_job(:job2);
+SELECT * FROM tfllmer.recommend_next('long', ARRAY[1]);
+\echo :LAST_ERROR_SQLSTATE
+
+-- the model's table was dropped: recommend() cannot read histories, while
+-- recommend_next() and similar_items() still work
+DROP TABLE walks;
+SELECT * FROM tfllmer.recommend('walker', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM tfllmer.recommend_next('walker', ARRAY[1, 2]);
+SELECT count(*) FROM tfllmer.similar_items('walker', 1);
+-- nothing was written by the failed calls
+SELECT model_name, version FROM tfllmer.models;
+
+DROP TABLE long_walks;
+SELECT tfllmer.drop_model('walker');
+SELECT tfllmer.drop_model('long');

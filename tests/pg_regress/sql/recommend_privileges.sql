@@ -1,0 +1,58 @@
+-- Recommendations run with the caller's privileges: another role cannot use
+-- a model, even one this backend has cached for its owner; histories are
+-- read as the caller, so grants and row-level security apply. (fresh install)
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS tfllmer CASCADE;
+DROP ROLE IF EXISTS tfllmer_alice;
+DROP ROLE IF EXISTS tfllmer_bob;
+RESET client_min_messages;
+CREATE EXTENSION tfllmer;
+CREATE ROLE tfllmer_alice LOGIN;
+CREATE ROLE tfllmer_bob LOGIN;
+-- a table owned by the DBA, with row-level security: alice may read the
+-- interactions of users 1 to 20 only
+CREATE TABLE walks AS
+SELECT u AS user_id, 1 + (u * 7 + k) % 30 AS item_id, k AS ts
+FROM generate_series(1, 40) u, generate_series(0, 7) k;
+CREATE INDEX ON walks (user_id, ts, item_id);
+ALTER TABLE walks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY first_twenty ON walks FOR SELECT TO tfllmer_alice USING (user_id <= 20);
+GRANT SELECT ON walks TO tfllmer_alice;
+
+-- alice trains on the rows she can see, and gets recommendations for them
+SET ROLE tfllmer_alice;
+SELECT tfllmer.train('alice_model', 'walks', options => '{"epochs": 2, "max_len": 8, "dim": 8}') AS job \gset
+SELECT tfllmer.wait_job(:job);
+SELECT n_users FROM tfllmer.jobs WHERE job_id = :job;
+SELECT count(*) AS for_user_5 FROM tfllmer.recommend('alice_model', 5, k => 3);
+-- user 30's rows are hidden from her: no history, no rows
+SELECT count(*) AS for_user_30 FROM tfllmer.recommend('alice_model', 30, k => 3);
+SELECT model_name, version FROM tfllmer.cached_models();
+RESET ROLE;
+
+-- bob, in the same backend (the model is in its cache), cannot use it or
+-- see that it is cached
+SET ROLE tfllmer_bob;
+SELECT * FROM tfllmer.recommend('alice_model', 5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.recommend_next('alice_model', ARRAY[1, 2]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.similar_items('alice_model', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS cached_for_bob FROM tfllmer.cached_models();
+RESET ROLE;
+
+-- alice loses her grant: recommend() can no longer read histories
+REVOKE SELECT ON walks FROM tfllmer_alice;
+SET ROLE tfllmer_alice;
+SELECT * FROM tfllmer.recommend('alice_model', 5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS from_a_given_history FROM tfllmer.recommend_next('alice_model', ARRAY[1, 2], k => 3);
+RESET ROLE;
+
+-- clean up the roles' objects
+DROP TABLE walks;
+DELETE FROM tfllmer.job_store;
+DELETE FROM tfllmer.model_names;
+DROP ROLE tfllmer_alice;
+DROP ROLE tfllmer_bob;
