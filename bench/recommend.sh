@@ -94,7 +94,7 @@ SQL
 
 echo
 echo "memory of one backend (VmRSS) before and after the model is cached:"
-psql_q -A -t <<'SQL' | while read -r label pid; do echo "  $label: $(awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$pid/status")"; done
+psql_q -A -t <<'SQL' | while read -r label pid; do [ -n "$pid" ] || continue; echo "  $label: $(awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$pid/status")"; done
 LOAD 'tfllmer';
 SELECT 'before ' || pg_backend_pid();
 \o /dev/null
