@@ -19,7 +19,7 @@ pub fn define() {
         c"recommend(), recommend_next() and similar_items() keep the models they use, least recently used first out; a model larger than this is loaded for each call. 0 disables the cache.",
         &MODEL_CACHE_SIZE,
         0,
-        i32::MAX / 2,
+        1024 * 1024, // 1 TB
         GucContext::Userset,
         GucFlags::UNIT_MB,
     );
