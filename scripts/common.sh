@@ -63,6 +63,9 @@ free_port() {
 # port; exports PGHOST (the socket directory), PGPORT, PGUSER, PGDATABASE.
 # It listens on the socket only, and on 127.0.0.1 too when TFLLMER_LOOPBACK
 # is set (clients then connect with -h 127.0.0.1, as an application would).
+# The postgres options of a private cluster: server_options DIR PORT.
+server_options() { echo "-p $2 -k $1 -c listen_addresses='${TFLLMER_LOOPBACK:+127.0.0.1}'"; }
+
 cluster_start() {
     local dir="$1"
     cluster_stop "$dir"
@@ -73,7 +76,7 @@ cluster_start() {
     local port
     port=$(free_port)
     as_root runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-        -o "-p $port -k $dir -c listen_addresses='${TFLLMER_LOOPBACK:+127.0.0.1}'" start >/dev/null
+        -o "$(server_options "$dir" "$port")" start >/dev/null
     export PGHOST="$dir" PGPORT="$port" PGUSER=postgres PGDATABASE=postgres
     log "PostgreSQL $PG_MAJOR running in $dir on port $port (log: $dir/server.log)"
 }
@@ -81,7 +84,7 @@ cluster_start() {
 cluster_restart() {
     local dir="$1"
     as_root runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -m fast \
-        -o "-p $PGPORT -k $dir -c listen_addresses='${TFLLMER_LOOPBACK:+127.0.0.1}'" restart >/dev/null
+        -o "$(server_options "$dir" "$PGPORT")" restart >/dev/null
 }
 
 cluster_stop() {

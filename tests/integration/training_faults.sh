@@ -44,7 +44,7 @@ long='{"epochs": 100000, "batch_size": 8, "max_len": 50}'
 # 1. more jobs than worker slots: one slot is left for tfllmer (the other
 #    belongs to the logical replication launcher); the rest queue
 psql_q -d postgres -c "ALTER SYSTEM SET max_worker_processes = 2" -c "ALTER SYSTEM SET max_parallel_workers_per_gather = 0"
-pg_ctl_as_owner -m fast -o "-p $PGPORT -k $dir -c listen_addresses=''" restart
+pg_ctl_as_owner -m fast -o "$(server_options "$dir" "$PGPORT")" restart
 notices=$(psql_q -d "$db" -A -t 2>&1 <<SQL
 SELECT tfllmer.train('q1', 'walks', options => '$quick');
 SELECT tfllmer.train('q2', 'walks', options => '$quick');
@@ -58,7 +58,7 @@ q "SELECT tfllmer.wait_job($last, timeout_s => 300)" >/dev/null
 for j in $(q "SELECT job_id FROM tfllmer.jobs ORDER BY job_id"); do q "SELECT tfllmer.wait_job($j, timeout_s => 300)" >/dev/null; done
 check "every queued job ran to the end" "3 succeeded" "$(q "SELECT count(*) || ' ' || min(state) FROM tfllmer.jobs WHERE state = 'succeeded'")"
 psql_q -d postgres -c "ALTER SYSTEM RESET max_worker_processes" -c "ALTER SYSTEM RESET max_parallel_workers_per_gather"
-pg_ctl_as_owner -m fast -o "-p $PGPORT -k $dir -c listen_addresses=''" restart
+pg_ctl_as_owner -m fast -o "$(server_options "$dir" "$PGPORT")" restart
 
 # a version to keep serving through the faults below
 job=$(q "SELECT tfllmer.train('kept', 'walks', options => '$quick')")
@@ -81,7 +81,7 @@ check "killed worker: the failure is written down" failed "$(q "SELECT state FRO
 # 3. fast restart: the worker hears SIGTERM and records why it stopped
 job=$(q "SELECT tfllmer.train('kept', 'long_walks', options => '$long')")
 wait_until_running "$job"
-pg_ctl_as_owner -m fast -o "-p $PGPORT -k $dir -c listen_addresses=''" restart
+pg_ctl_as_owner -m fast -o "$(server_options "$dir" "$PGPORT")" restart
 check "fast restart: the job failed" failed "$(q "SELECT state FROM tfllmer.job_store WHERE job_id = $job")"
 check "fast restart: the error says why" t \
     "$(q "SELECT error LIKE 'the server shut down%' FROM tfllmer.jobs WHERE job_id = $job")"
@@ -90,7 +90,7 @@ check "fast restart: the error says why" t \
 #    says 'running', the jobs view says failed, and the next call records it
 job=$(q "SELECT tfllmer.train('kept', 'long_walks', options => '$long')")
 wait_until_running "$job"
-pg_ctl_as_owner -m immediate -o "-p $PGPORT -k $dir -c listen_addresses=''" restart
+pg_ctl_as_owner -m immediate -o "$(server_options "$dir" "$PGPORT")" restart
 wait_for_server
 check "immediate restart: the view shows failed" failed "$(q "SELECT state FROM tfllmer.jobs WHERE job_id = $job")"
 check "immediate restart: wait_job returns" failed "$(q "SELECT tfllmer.wait_job($job)")"
