@@ -24,7 +24,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 run() {  # run LABEL INIT [--normalize]
     local label=$1 init=$2; shift 2
-    "$python" "$reference/sasrec_ref.py" "$data" --init "$init" "$@" --lam 0.5 --window 1 --epochs "$epochs" \
+    "$python" -W ignore "$reference/sasrec_ref.py" "$data" --init "$init" "$@" --lam 0.5 --window 1 --epochs "$epochs" \
         --patience 10 --max-len "$max_len" --dim 64 --seed 7 --threads "$threads" > "$work/$label.jsonl"
 }
 run a random &
@@ -36,6 +36,7 @@ echo "| variant | epochs | best valid NDCG@10 | test HR@10 | test NDCG@10 | s/ep
 echo "|---|---|---|---|---|---|"
 for label in a b c d; do
     tail -1 "$work/$label.jsonl" | python3 -c 'import json, sys
-r = json.load(sys.stdin); label = sys.argv[1]
-print(f"| ({label}) {r[\"init\"]}{\", normalised\" if r[\"normalize\"] else \"\"} | {r[\"epochs_run\"]} | {r[\"best_valid_ndcg10\"]:.4f} | {r[\"test_hr@10\"]:.4f} | {r[\"test_ndcg@10\"]:.4f} | {r[\"median_epoch_s\"]:.1f} |")' "$label"
+r = json.load(sys.stdin)
+print("| (%s) %s%s | %d | %.4f | %.4f | %.4f | %.1f |" % (sys.argv[1], r["init"], ", normalised" if r["normalize"] else "",
+      r["epochs_run"], r["best_valid_ndcg10"], r["test_hr@10"], r["test_ndcg@10"], r["median_epoch_s"]))' "$label"
 done
