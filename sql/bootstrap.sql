@@ -13,6 +13,12 @@ CREATE FUNCTION tfllmer.current_role_oid() RETURNS oid
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user $$;
 
+-- The OID of the session's login role (session_user): the role a training
+-- worker connects as.
+CREATE FUNCTION tfllmer.session_role_oid() RETURNS oid
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user $$;
+
 -- One row per co-occurrence graph; csr holds the whole graph (crates/tfllmer-core/src/graph_codec.rs).
 CREATE TABLE tfllmer.graph_store (
     graph_name   text PRIMARY KEY CHECK (octet_length(graph_name) BETWEEN 1 AND 63),
@@ -109,12 +115,15 @@ GRANT SELECT ON tfllmer.embeddings TO PUBLIC;
 -- One row per train() call. The background worker that runs a job connects
 -- as login_role (the caller's session user, who can log in) and then does
 -- SET ROLE owner (the caller's current_user), so it reads with the caller's
--- privileges and writes rows the caller owns.
+-- privileges and writes rows the caller owns. Roles write this table
+-- directly (row-level security keeps them to their own rows), but never
+-- login_role or created_xid: those come from their defaults, so a job row
+-- can only make a worker connect as the session that inserted it.
 CREATE TABLE tfllmer.job_store (
     job_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     model_name        text NOT NULL CHECK (octet_length(model_name) BETWEEN 1 AND 63),
     owner             oid NOT NULL DEFAULT tfllmer.current_role_oid(),
-    login_role        oid NOT NULL,
+    login_role        oid NOT NULL DEFAULT tfllmer.session_role_oid(),
     -- the transaction that called train(): the worker waits for it to end
     created_xid       xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
     state             text NOT NULL DEFAULT 'queued'
@@ -153,7 +162,12 @@ CREATE POLICY job_store_owner ON tfllmer.job_store
     USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
                    WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
     WITH CHECK (owner = tfllmer.current_role_oid());
-GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.job_store TO PUBLIC;
+GRANT SELECT, DELETE ON tfllmer.job_store TO PUBLIC;
+GRANT INSERT (model_name, source_table, source_name, user_column, item_column, time_column, init, backbone,
+              normalize, options, max_epochs) ON tfllmer.job_store TO PUBLIC;
+GRANT UPDATE (state, epoch, progress, train_loss, valid_ndcg10, best_valid_ndcg10, eta_s, n_users, n_items,
+              cancel_requested, worker_pid, launched_at, started_at, updated_at, finished_at, model_version,
+              detail, error) ON tfllmer.job_store TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('tfllmer.job_store', '');
 
 -- One row per finished epoch of a job.

@@ -66,18 +66,18 @@ fn train(
     advise_history_index(&source);
     claim_model_name(model_name);
 
-    let login_role = unsafe { pg_sys::GetSessionUserId() };
-    let (job_id, creator_xid) = Spi::connect_mut(|client| {
+    // login_role and created_xid come from the table's defaults (the caller
+    // cannot set them): the worker connects as this session's login role
+    let (job_id, creator_xid, login_role) = Spi::connect_mut(|client| {
         let row = client
             .update(
-                "INSERT INTO tfllmer.job_store (model_name, login_role, source_table, source_name, user_column,
+                "INSERT INTO tfllmer.job_store (model_name, source_table, source_name, user_column,
                         item_column, time_column, init, backbone, normalize, options, max_epochs)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                 RETURNING job_id, created_xid::text",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 RETURNING job_id, created_xid::text, login_role",
                 None,
                 &[
                     model_name.into(),
-                    login_role.into(),
                     source.relation.oid.into(),
                     source.relation.display.as_str().into(),
                     source.user.name.as_str().into(),
@@ -91,7 +91,11 @@ fn train(
                 ],
             )?
             .first();
-        Ok::<_, pgrx::spi::Error>((row.get::<i64>(1)?.unwrap_or(0), row.get::<String>(2)?.unwrap_or_default()))
+        Ok::<_, pgrx::spi::Error>((
+            row.get::<i64>(1)?.unwrap_or(0),
+            row.get::<String>(2)?.unwrap_or_default(),
+            row.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
+        ))
     })
     .unwrap_or_else(|e| spi_failed(e));
     let start = WorkerStart {

@@ -295,6 +295,7 @@ INSERT INTO sweep (fn, call) VALUES
     ('similar_items', $c$tfllmer.similar_items('m', 1, k => -2147483648)$c$),
     ('cached_models', $c$tfllmer.cached_models()$c$),
     ('current_role_oid', $c$tfllmer.current_role_oid()$c$),
+    ('session_role_oid', $c$tfllmer.session_role_oid()$c$),
     ('job_worker_alive', $c$tfllmer.job_worker_alive(NULL, 1)$c$),
     ('job_worker_alive', $c$tfllmer.job_worker_alive(0, 1)$c$),
     ('job_worker_alive', $c$tfllmer.job_worker_alive(-1, 1)$c$),

@@ -61,6 +61,19 @@ SELECT state, error FROM tfllmer.jobs WHERE job_id = :job2;
 SELECT count(*) AS versions FROM tfllmer.models WHERE model_name = 'alice_shared';
 RESET ROLE;
 
+-- a role cannot make a worker connect as someone else: the login role of a
+-- job comes from the inserting session, never from the role
+SET ROLE tfllmer_alice;
+INSERT INTO tfllmer.job_store (model_name, login_role, source_table, source_name, user_column, item_column,
+                               time_column, backbone, normalize, options, max_epochs)
+VALUES ('forged', 10, 'alice_walks'::regclass, 'x', 'user_id', 'item_id', 'ts', 'sasrec', true, '{}', 1);
+\echo :LAST_ERROR_SQLSTATE
+UPDATE tfllmer.job_store SET login_role = 10;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE tfllmer.job_store SET created_xid = '1';
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
 -- clean up the roles' objects
 DROP TABLE bob_walks, alice_walks, shared_walks;
 DELETE FROM tfllmer.job_store;
