@@ -43,8 +43,10 @@ fn recommend(
     let k = positive_k(k);
     let exclude_seen = required(exclude_seen, "exclude_seen");
     let model = ready_model(model_name);
-    let (tokens, seen) = user_tokens(&model, user_id, exclude_seen);
-    TableIterator::new(next_items(&model, &tokens, k, &seen))
+    // the scorer reads the latest max_len tokens; all of them were seen
+    let tokens = user_tokens(&model, user_id, exclude_seen);
+    let seen: &[u32] = if exclude_seen { &tokens } else { &[] };
+    TableIterator::new(next_items(&model, &tokens, k, seen))
 }
 
 /// The `k` items most likely to follow `history` (item ids, oldest first),
@@ -64,13 +66,10 @@ fn recommend_next(
         raise(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "history must not contain NULL item ids");
     }
     let model = ready_model(model_name);
-    let mut tokens: Vec<u32> = history.iter().flatten().filter_map(|&id| model.token(id)).collect();
-    let seen = if exclude_seen { tokens.clone() } else { Vec::new() };
-    let max_len = model.max_len();
-    if tokens.len() > max_len {
-        tokens.drain(..tokens.len() - max_len);
-    }
-    TableIterator::new(next_items(&model, &tokens, k, &seen))
+    // the scorer reads the latest max_len tokens; all of them were seen
+    let tokens: Vec<u32> = history.iter().flatten().filter_map(|&id| model.token(id)).collect();
+    let seen: &[u32] = if exclude_seen { &tokens } else { &[] };
+    TableIterator::new(next_items(&model, &tokens, k, seen))
 }
 
 /// The `k` items whose vectors in the model's item table are closest to

@@ -63,29 +63,23 @@ pub fn latest_items(model: &ReadyModel, user: i64, limit: Option<usize>) -> Vec<
     .unwrap_or_else(|e| spi_failed(e))
 }
 
-/// The model's input for `user`: the tokens of the latest max_len
-/// interactions with items the model knows, oldest first; and, when
-/// `all_seen`, the tokens of every item the user has interacted with.
-pub fn user_tokens(model: &ReadyModel, user: i64, all_seen: bool) -> (Vec<u32>, Vec<u32>) {
+/// The tokens of `user`'s interactions with items the model knows, oldest
+/// first: at least the latest max_len of them (what the model reads), all of
+/// them when `all_seen` (every item the user has interacted with).
+pub fn user_tokens(model: &ReadyModel, user: i64, all_seen: bool) -> Vec<u32> {
     let max_len = model.max_len();
     let known = |items: &[i64]| -> Vec<u32> { items.iter().rev().filter_map(|&id| model.token(id)).collect() };
-    let mut tokens = if all_seen {
+    if all_seen {
+        return known(&latest_items(model, user, None));
+    }
+    let latest = latest_items(model, user, Some(max_len));
+    let tokens = known(&latest);
+    // items the model does not know took places in the window: read on
+    if latest.len() == max_len && tokens.len() < max_len {
         known(&latest_items(model, user, None))
     } else {
-        let latest = latest_items(model, user, Some(max_len));
-        let tokens = known(&latest);
-        // items the model does not know took places in the window: read on
-        if latest.len() == max_len && tokens.len() < max_len {
-            known(&latest_items(model, user, None))
-        } else {
-            tokens
-        }
-    };
-    let seen = if all_seen { tokens.clone() } else { Vec::new() };
-    if tokens.len() > max_len {
-        tokens.drain(..tokens.len() - max_len);
+        tokens
     }
-    (tokens, seen)
 }
 
 /// Tells the caller (a NOTICE at train time) when no index serves the
