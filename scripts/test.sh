@@ -5,8 +5,10 @@
 #   2. #[pg_test]s inside a throw-away PostgreSQL (cargo pgrx test)
 #   3. regression files (tests/pg_regress) on a private cluster
 #   4. integration checks: persistence across a restart, training jobs under
-#      faults (queueing, kill -9, restarts), recommendations under load
-#      while the model is retrained, and build_graph and
+#      faults (queueing, kill -9, restarts, faults during the final save),
+#      recommendations under load while the model is retrained, ALTER
+#      EXTENSION UPDATE from the first release, pg_dump and restore into a
+#      new database with re-created roles, and build_graph and
 #      rec_pca on MovieLens against the numpy reference (skipped, and said
 #      so, where the shared data is absent)
 source "$(dirname "$0")/common.sh"
@@ -39,6 +41,8 @@ log "4/4 integration tests"
 tests/integration/persistence.sh "$cluster"
 tests/integration/training_faults.sh "$cluster"
 tests/integration/recommend_load.sh "$cluster"
+tests/integration/upgrade.sh "$cluster"
+tests/integration/backup_restore.sh "$cluster"
 data=$(data_dir)
 reference=$(reference_dir)
 if [ -n "$data" ] && [ -n "$reference" ]; then

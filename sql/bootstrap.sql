@@ -5,6 +5,10 @@
 -- role only the rows owned by a role it has the privileges of
 -- (pg_has_role(owner, 'USAGE')): a role's own objects, and those of the
 -- group roles it inherits. Rows can only be written as their owner.
+--
+-- Owners are stored as regrole and source tables as regclass (OIDs inside):
+-- pg_dump writes them as names, so a restore into another cluster, where
+-- roles and tables get new OIDs, keeps every object with its role and table.
 
 GRANT USAGE ON SCHEMA tfllmer TO PUBLIC;
 
@@ -22,8 +26,8 @@ AS $$ SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user $$;
 -- One row per co-occurrence graph; csr holds the whole graph (crates/tfllmer-core/src/graph_codec.rs).
 CREATE TABLE tfllmer.graph_store (
     graph_name   text PRIMARY KEY CHECK (octet_length(graph_name) BETWEEN 1 AND 63),
-    owner        oid NOT NULL DEFAULT tfllmer.current_role_oid(),
-    source_table oid NOT NULL,
+    owner        regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
+    source_table regclass NOT NULL,
     source_name  text NOT NULL,
     user_column  name NOT NULL,
     item_column  name NOT NULL,
@@ -70,8 +74,8 @@ GRANT SELECT ON tfllmer.graphs TO PUBLIC;
 -- and vectors (crates/tfllmer-core/src/embedding_codec.rs).
 CREATE TABLE tfllmer.embedding_store (
     embedding_name    text PRIMARY KEY CHECK (octet_length(embedding_name) BETWEEN 1 AND 63),
-    owner             oid NOT NULL DEFAULT tfllmer.current_role_oid(),
-    source_table      oid NOT NULL,
+    owner             regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
+    source_table      regclass NOT NULL,
     source_name       text NOT NULL,
     id_column         name NOT NULL,
     embedding_column  name NOT NULL,
@@ -122,13 +126,13 @@ GRANT SELECT ON tfllmer.embeddings TO PUBLIC;
 CREATE TABLE tfllmer.job_store (
     job_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     model_name        text NOT NULL CHECK (octet_length(model_name) BETWEEN 1 AND 63),
-    owner             oid NOT NULL DEFAULT tfllmer.current_role_oid(),
-    login_role        oid NOT NULL DEFAULT tfllmer.session_role_oid(),
+    owner             regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
+    login_role        regrole NOT NULL DEFAULT tfllmer.session_role_oid(),
     -- the transaction that called train(): the worker waits for it to end
     created_xid       xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
     state             text NOT NULL DEFAULT 'queued'
                       CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
-    source_table      oid NOT NULL,
+    source_table      regclass NOT NULL,
     source_name       text NOT NULL,
     user_column       name NOT NULL,
     item_column       name NOT NULL,
@@ -169,12 +173,15 @@ GRANT UPDATE (state, epoch, progress, train_loss, valid_ndcg10, best_valid_ndcg1
               cancel_requested, worker_pid, launched_at, started_at, updated_at, finished_at, model_version,
               detail, error) ON tfllmer.job_store TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('tfllmer.job_store', '');
+-- and where its job ids have got to, so that a restored database's next job
+-- does not reuse one
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('tfllmer.job_store', 'job_id'), '');
 
 -- One row per finished epoch of a job.
 CREATE TABLE tfllmer.job_epoch_store (
     job_id       bigint NOT NULL REFERENCES tfllmer.job_store ON DELETE CASCADE,
     epoch        integer NOT NULL,
-    owner        oid NOT NULL DEFAULT tfllmer.current_role_oid(),
+    owner        regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
     train_loss   double precision NOT NULL,
     valid_hr10   double precision NOT NULL,
     valid_ndcg10 double precision NOT NULL,
@@ -182,10 +189,13 @@ CREATE TABLE tfllmer.job_epoch_store (
     PRIMARY KEY (job_id, epoch)
 );
 ALTER TABLE tfllmer.job_epoch_store ENABLE ROW LEVEL SECURITY;
+-- (rows only for a job the role can see: another role's job cannot be
+-- given epochs that would collide with its worker's)
 CREATE POLICY job_epoch_store_owner ON tfllmer.job_epoch_store
     USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
                    WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
-    WITH CHECK (owner = tfllmer.current_role_oid());
+    WITH CHECK (owner = tfllmer.current_role_oid()
+                AND EXISTS (SELECT 1 FROM tfllmer.job_store j WHERE j.job_id = job_epoch_store.job_id));
 GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.job_epoch_store TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('tfllmer.job_epoch_store', '');
 
@@ -193,7 +203,7 @@ SELECT pg_catalog.pg_extension_config_dump('tfllmer.job_epoch_store', '');
 -- live in model_store and go with it.
 CREATE TABLE tfllmer.model_names (
     model_name text PRIMARY KEY CHECK (octet_length(model_name) BETWEEN 1 AND 63),
-    owner      oid NOT NULL DEFAULT tfllmer.current_role_oid(),
+    owner      regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
     created_at timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE tfllmer.model_names ENABLE ROW LEVEL SECURITY;
@@ -210,7 +220,7 @@ SELECT pg_catalog.pg_extension_config_dump('tfllmer.model_names', '');
 CREATE TABLE tfllmer.model_store (
     model_name    text NOT NULL REFERENCES tfllmer.model_names ON DELETE CASCADE,
     version       integer NOT NULL CHECK (version >= 1),
-    owner         oid NOT NULL DEFAULT tfllmer.current_role_oid(),
+    owner         regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
     job_id        bigint NOT NULL,
     backbone      text NOT NULL,
     normalized    boolean NOT NULL,
@@ -223,7 +233,7 @@ CREATE TABLE tfllmer.model_store (
     heads         integer NOT NULL,
     dropout       double precision NOT NULL,
     options       jsonb NOT NULL,
-    source_table  oid NOT NULL,
+    source_table  regclass NOT NULL,
     source_name   text NOT NULL,
     user_column   name NOT NULL,
     item_column   name NOT NULL,
@@ -240,10 +250,13 @@ CREATE TABLE tfllmer.model_store (
 );
 ALTER TABLE tfllmer.model_store ALTER COLUMN weights SET STORAGE EXTERNAL;
 ALTER TABLE tfllmer.model_store ENABLE ROW LEVEL SECURITY;
+-- (versions only under a name the role can see: another role's model
+-- cannot be given versions, which would collide with its next one)
 CREATE POLICY model_store_owner ON tfllmer.model_store
     USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
                    WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
-    WITH CHECK (owner = tfllmer.current_role_oid());
+    WITH CHECK (owner = tfllmer.current_role_oid()
+                AND EXISTS (SELECT 1 FROM tfllmer.model_names n WHERE n.model_name = model_store.model_name));
 GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.model_store TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('tfllmer.model_store', '');
 
@@ -303,7 +316,7 @@ AS $$
                          AND (q.launched_at IS NULL OR q.launched_at < now() - interval '1 minute')
                        ORDER BY q.job_id LIMIT max_jobs
                        FOR UPDATE SKIP LOCKED)
-    RETURNING j.job_id, j.login_role, j.owner
+    RETURNING j.job_id, j.login_role::oid, j.owner::oid
 $$;
 
 -- A launch claimed above that found no free slot: the job waits again.

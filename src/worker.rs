@@ -190,7 +190,7 @@ fn claim(job_id: i64) -> Option<JobSpec> {
             "UPDATE tfllmer.job_store
                 SET state = 'running', worker_pid = pg_catalog.pg_backend_pid(), started_at = now(), updated_at = now()
               WHERE job_id = $1 AND state = 'queued' AND NOT cancel_requested
-          RETURNING model_name, source_table, user_column::text, item_column::text, time_column::text,
+          RETURNING model_name, source_table::oid, user_column::text, item_column::text, time_column::text,
                     init, backbone, normalize, options, source_name",
             None,
             &[job_id.into()],

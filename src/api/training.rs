@@ -74,7 +74,7 @@ fn train(
                 "INSERT INTO tfllmer.job_store (model_name, source_table, source_name, user_column,
                         item_column, time_column, init, backbone, normalize, options, max_epochs)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 RETURNING job_id, created_xid::text, login_role",
+                 RETURNING job_id, created_xid::text, login_role::oid",
                 None,
                 &[
                     model_name.into(),
@@ -249,7 +249,7 @@ fn wait_job(job_id: Option<i64>, timeout_s: default!(Option<f64>, "NULL")) -> St
         // worker's claim until the wait ended.)
         if state == "queued" && launched.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             let roles = first_pair::<pg_sys::Oid, pg_sys::Oid>(
-                "SELECT login_role, owner FROM tfllmer.job_store
+                "SELECT login_role::oid, owner::oid FROM tfllmer.job_store
                   WHERE job_id = $1 AND state = 'queued'
                     AND (launched_at IS NULL OR launched_at < now() - interval '1 minute')",
                 &[job_id.into()],

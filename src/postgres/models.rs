@@ -99,7 +99,7 @@ pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
     let row = Spi::connect(|client| {
         let rows = client.select(
             "SELECT version, backbone, normalized, n_items, dim::int8, max_len::int8, layers::int8, heads::int8,
-                    dropout, source_table, user_column::text, item_column::text, time_column::text, item_ids, weights,
+                    dropout, source_table::oid, user_column::text, item_column::text, time_column::text, item_ids, weights,
                     (options->>'temperature')::float8
                FROM tfllmer.model_store WHERE model_name = $1 AND ($2 IS NULL OR version = $2)
               ORDER BY version DESC LIMIT 1",

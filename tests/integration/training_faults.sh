@@ -2,7 +2,9 @@
 # Training jobs under faults, on a real cluster: jobs beyond the free worker
 # slots queue and still finish; a worker killed with kill -9, a fast restart
 # and an immediate restart each end the job as 'failed' with the reason
-# (never 'running' forever), and the model's earlier version stays in use.
+# (never 'running' forever), and the model's earlier version stays in use;
+# a cancel, a cancelled statement or an immediate shutdown during the final
+# save leaves either the whole new version or none of it.
 # usage: training_faults.sh CLUSTER_DIR   (PG* variables point at that cluster)
 source "$(dirname "$0")/../../scripts/common.sh"
 dir="$1"
@@ -37,6 +39,8 @@ FROM generate_series(1, 60) u, generate_series(0, 9) k;
 CREATE TABLE long_walks AS
 SELECT u AS user_id, 1 + (u * 7 + k) % 300 AS item_id, k AS ts
 FROM generate_series(1, 400) u, generate_series(0, 49) k;
+CREATE INDEX ON walks (user_id, ts, item_id);
+CREATE INDEX ON long_walks (user_id, ts, item_id);
 SQL
 quick='{"epochs": 2, "batch_size": 16, "max_len": 10, "dim": 8}'
 long='{"epochs": 100000, "batch_size": 8, "max_len": 50}'
@@ -101,6 +105,76 @@ check "immediate restart: a new job on the name is accepted" t \
 check "the earlier version is still current" "1 1" \
     "$(q "SELECT count(*) || ' ' || max(version) FROM tfllmer.models WHERE model_name = 'kept'")"
 check "and it still evaluates" 2 "$(q "SELECT count(*) FROM tfllmer.evaluate('kept')")"
+
+# 5. faults during the final save. The save is one transaction (the job row
+#    locked, the version stored, the job marked succeeded); a session holding
+#    a lock on model_store holds the worker inside it.
+hold_model_store() {  # until release_model_store
+    psql_q -d "$db" -v ON_ERROR_STOP=0 -c "SET application_name = 'tfllmer_test_lock'" \
+        -c "BEGIN" -c "LOCK TABLE tfllmer.model_store IN SHARE MODE" -c "SELECT pg_sleep(600)" >/dev/null 2>&1 &
+    holder=$!
+    for _ in $(seq 1 100); do
+        [ "$(q "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                WHERE a.application_name = 'tfllmer_test_lock' AND l.relation = 'tfllmer.model_store'::regclass
+                  AND l.granted")" = 1 ] && return 0
+        sleep 0.1
+    done
+    echo "FAIL could not lock model_store"; exit 1
+}
+release_model_store() {
+    q "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'tfllmer_test_lock'" >/dev/null
+    wait "$holder" || true  # (its statement was cancelled)
+}
+wait_until_saving() {  # wait_until_saving JOB: its worker waits to store the version
+    for _ in $(seq 1 1200); do
+        [ "$(q "SELECT count(*) > 0 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                WHERE a.application_name = 'tfllmer job $1' AND NOT l.granted")" = t ] && return 0
+        sleep 0.1
+    done
+    echo "FAIL job $1 never reached its save"; exit 1
+}
+saved_versions() { q "SELECT count(*) || ' ' || max(version) FROM tfllmer.models WHERE model_name = 'kept'"; }
+
+# 5a. cancel_job() during the save waits for it and then finds the job
+#     finished: the new version is whole, and cancel_job says it was too late
+hold_model_store
+job=$(q "SELECT tfllmer.train('kept', 'walks', options => '$quick')")
+wait_until_saving "$job"
+cancelled=$(mktemp)
+q "SELECT tfllmer.cancel_job($job)" > "$cancelled" &
+canceller=$!
+sleep 1
+release_model_store
+wait "$canceller"
+check "cancel during the save: cancel_job says the job had ended" f "$(cat "$cancelled")"
+check "cancel during the save: the job succeeded" succeeded "$(q "SELECT tfllmer.wait_job($job)")"
+check "cancel during the save: the new version is whole and current" "2 2 t" \
+    "$(saved_versions) $(q "SELECT size_bytes > 0 AND is_current FROM tfllmer.models WHERE model_name = 'kept' AND version = 2")"
+check "cancel during the save: the new version answers" 2 "$(q "SELECT count(*) FROM tfllmer.evaluate('kept')")"
+
+# 5b. the statement cancelled under the worker during the save (what
+#     pg_cancel_backend or a lock timeout does): nothing stored, job failed
+hold_model_store
+job=$(q "SELECT tfllmer.train('kept', 'walks', options => '$quick')")
+wait_until_saving "$job"
+q "SELECT pg_cancel_backend(worker_pid) FROM tfllmer.jobs WHERE job_id = $job" >/dev/null
+check "statement cancelled in the save: the job failed" failed "$(q "SELECT tfllmer.wait_job($job, timeout_s => 60)")"
+check "statement cancelled in the save: the error says why" t \
+    "$(q "SELECT error LIKE '%cancel%' FROM tfllmer.jobs WHERE job_id = $job")"
+release_model_store
+check "statement cancelled in the save: no half version, version 2 still current" "2 2" "$(saved_versions)"
+
+# 5c. immediate shutdown during the save: after the restart, the job is
+#     failed and nothing of the version it was storing exists
+hold_model_store
+job=$(q "SELECT tfllmer.train('kept', 'walks', options => '$quick')")
+wait_until_saving "$job"
+pg_ctl_as_owner -m immediate -o "$(server_options "$dir" "$PGPORT")" restart
+wait "$holder" || true
+wait_for_server
+check "immediate shutdown in the save: the job failed" failed "$(q "SELECT tfllmer.wait_job($job)")"
+check "immediate shutdown in the save: no half version, version 2 still current" "2 2" "$(saved_versions)"
+check "immediate shutdown in the save: version 2 still answers" 2 "$(q "SELECT count(*) FROM tfllmer.evaluate('kept')")"
 
 psql_q -d postgres -c "DROP DATABASE $db WITH (FORCE)" >/dev/null
 [ "$failures" -eq 0 ] || exit 1

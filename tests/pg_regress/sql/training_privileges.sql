@@ -74,8 +74,40 @@ UPDATE tfllmer.job_store SET created_xid = '1';
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 
+-- nor give bob's model a version, or bob's job an epoch log, by writing the
+-- catalog directly: his next version or epoch would collide with it
+CREATE TABLE bob_seq AS SELECT * FROM alice_walks;
+ALTER TABLE bob_seq OWNER TO tfllmer_bob;
+CREATE INDEX ON bob_seq (user_id, ts, item_id);
+SET ROLE tfllmer_bob;
+SELECT tfllmer.train('bob_model', 'bob_seq', options => '{"epochs": 1, "max_len": 4, "dim": 4}') AS bob_job \gset
+SELECT tfllmer.wait_job(:bob_job);
+RESET ROLE;
+SET ROLE tfllmer_alice;
+INSERT INTO tfllmer.model_store (model_name, version, job_id, backbone, normalized, n_items, n_users, dim, max_len,
+                                 layers, heads, dropout, options, source_table, source_name, user_column,
+                                 item_column, time_column, epochs, best_epoch, valid_ndcg10, test_hr10,
+                                 test_ndcg10, item_ids, weights)
+SELECT 'bob_model', 2, job_id, backbone, normalized, n_items, n_users, dim, max_len, layers, heads, dropout,
+       options, source_table, source_name, user_column, item_column, time_column, epochs, best_epoch,
+       valid_ndcg10, test_hr10, test_ndcg10, item_ids, weights
+FROM tfllmer.model_store WHERE model_name = 'alice_model';
+\echo :LAST_ERROR_SQLSTATE
+UPDATE tfllmer.model_store SET model_name = 'bob_model';
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO tfllmer.job_epoch_store (job_id, epoch, train_loss, valid_hr10, valid_ndcg10, epoch_ms)
+VALUES (:bob_job, 99, 0, 0, 0, 0);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+-- bob's next version is still his version 2
+SET ROLE tfllmer_bob;
+SELECT tfllmer.train('bob_model', 'bob_seq', options => '{"epochs": 1, "max_len": 4, "dim": 4}') AS bob_job \gset
+SELECT tfllmer.wait_job(:bob_job);
+SELECT model_name, version, owner FROM tfllmer.models ORDER BY version;
+RESET ROLE;
+
 -- clean up the roles' objects
-DROP TABLE bob_walks, alice_walks, shared_walks;
+DROP TABLE bob_walks, alice_walks, shared_walks, bob_seq;
 DELETE FROM tfllmer.job_store;
 DELETE FROM tfllmer.model_names;
 DROP ROLE tfllmer_alice;
