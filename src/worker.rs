@@ -18,6 +18,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use tfllmer_core::embedding_codec;
 use tfllmer_core::sequences::{leave_one_out, Histories};
+use tfllmer_train::error_message;
 use tfllmer_train::model::{ModelConfig, Recommender};
 use tfllmer_train::options::TrainingOptions;
 use tfllmer_train::rng::SplitMix64;
@@ -307,7 +308,7 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<&'static str, String> {
         dtype: tfllmer_train::DType::F32,
         temperature: options.temperature,
     };
-    let model = Recommender::new(config, data.init.as_deref(), &mut rng).map_err(|e| e.to_string())?;
+    let model = Recommender::new(config, data.init.as_deref(), &mut rng).map_err(|e| error_message(&e))?;
     let train_seqs: Vec<&[u32]> = split.train.iter().map(|t| t.1).collect();
     let valid: Vec<(&[u32], u32)> = split.valid.iter().map(|v| (v.1, v.2)).collect();
     let test: Vec<(&[u32], u32)> = split.test.iter().map(|v| (v.1, v.2)).collect();
@@ -414,7 +415,7 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<&'static str, String> {
         }
     };
     let reports = train(&model, &train_seqs, &valid, &train_options, &mut rng, &mut on_epoch, &mut between_batches)
-        .map_err(|e| format!("training failed: {e}"))?;
+        .map_err(|e| format!("training failed: {}", error_message(&e)))?;
     match stop.into_inner() {
         Some(Stop::Cancelled) => return finish_cancelled(job_id),
         Some(Stop::Shutdown) => {
@@ -426,8 +427,8 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<&'static str, String> {
     let Some(best_report) = reports.iter().max_by(|a, b| a.valid_ndcg10.total_cmp(&b.valid_ndcg10)) else {
         return Err("no epoch finished".into());
     };
-    let test_metrics = evaluate(&model, &test, 10).map_err(|e| format!("evaluation failed: {e}"))?;
-    let weights = model.to_safetensors().map_err(|e| format!("saving the model failed: {e}"))?;
+    let test_metrics = evaluate(&model, &test, 10).map_err(|e| format!("evaluation failed: {}", error_message(&e)))?;
+    let weights = model.to_safetensors().map_err(|e| format!("saving the model failed: {}", error_message(&e)))?;
     let item_ids = encode_item_ids(&data.histories.items);
     let saved = transaction(|| {
         save_version(

@@ -346,8 +346,9 @@ fn evaluate(
     let valid: Vec<(&[u32], u32)> = split.valid.iter().map(|v| (v.1, v.2)).collect();
     let test: Vec<(&[u32], u32)> = split.test.iter().map(|v| (v.1, v.2)).collect();
     for (name, cases) in [("valid", valid), ("test", test)] {
-        let metrics = tfllmer_train::train::evaluate(&loaded.model, &cases, k as usize)
-            .unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, format!("evaluation failed: {e}")));
+        let metrics = tfllmer_train::train::evaluate(&loaded.model, &cases, k as usize).unwrap_or_else(|e| {
+            raise(Code::ERRCODE_INTERNAL_ERROR, format!("evaluation failed: {}", tfllmer_train::error_message(&e)))
+        });
         rows.push((name.to_string(), cases.len() as i64, metrics.hr(), metrics.ndcg()));
     }
     TableIterator::new(rows)

@@ -142,7 +142,10 @@ pub fn ready_model(name: &str) -> Rc<ReadyModel> {
     }
     let loaded = load_version(name, Some(key.version));
     let scorer = Scorer::from_model(&loaded.model).unwrap_or_else(|e| {
-        raise(Code::ERRCODE_INTERNAL_ERROR, format!("model \"{name}\" version {}: {e}", key.version))
+        raise(
+            Code::ERRCODE_INTERNAL_ERROR,
+            format!("model \"{name}\" version {}: {}", key.version, tfllmer_train::error_message(&e)),
+        )
     });
     let mut tokens_by_id: Vec<(i64, u32)> =
         loaded.item_ids.iter().enumerate().map(|(i, &id)| (id, i as u32 + 1)).collect();

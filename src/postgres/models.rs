@@ -143,7 +143,8 @@ pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
         dtype: DType::F32,
         temperature: row.temperature,
     };
-    let model = Recommender::from_safetensors(config, &row.weights).unwrap_or_else(|e| corrupt(e.to_string()));
+    let model = Recommender::from_safetensors(config, &row.weights)
+        .unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
     let item_ids = decode_item_ids(&row.ids)
         .filter(|ids| ids.len() == n_items)
         .unwrap_or_else(|| corrupt("item ids do not match n_items".into()));

@@ -20,3 +20,26 @@ pub mod train;
 
 /// The tensor element type of a [`model::ModelConfig`].
 pub use candle_core::DType;
+
+/// A candle error as a message for a user: without the backtrace candle
+/// attaches when RUST_BACKTRACE is set in the server's environment.
+pub fn error_message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => error_message(inner),
+        candle_core::Error::Context { inner, context } => format!("{context}: {}", error_message(inner)),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_messages_leave_backtraces_out() {
+        let inner = candle_core::Error::Msg("the model file lacks item".into());
+        let wrapped = candle_core::Error::WithBacktrace {
+            inner: Box::new(inner),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert_eq!(super::error_message(&wrapped), "the model file lacks item");
+    }
+}

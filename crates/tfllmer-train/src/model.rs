@@ -51,6 +51,29 @@ pub struct ModelConfig {
     pub temperature: Option<f64>,
 }
 
+impl ModelConfig {
+    /// How many numbers the model of this configuration holds (what
+    /// `Recommender::new` allocates), or None when that overflows.
+    pub fn parameter_count(&self) -> Option<usize> {
+        let d = self.dim;
+        let dense = |out: usize, inp: usize| out.checked_mul(inp)?.checked_add(out);
+        let items = self.n_items.checked_add(1)?.checked_mul(d)?;
+        let encoder = match self.backbone {
+            Backbone::SasRec => {
+                // six dense d×d layers and two layer norms per block
+                let block = dense(d, d)?.checked_mul(6)?.checked_add(d.checked_mul(4)?)?;
+                let positions = self.max_len.checked_mul(d)?;
+                positions.checked_add(block.checked_mul(self.layers)?)?.checked_add(d.checked_mul(2)?)?
+            }
+            Backbone::Gru4Rec => {
+                let gru = dense(d.checked_mul(3)?, d)?.checked_mul(2)?;
+                gru.checked_add(usize::from(self.normalize && self.temperature.is_none()))?
+            }
+        };
+        items.checked_add(encoder)
+    }
+}
+
 /// Initial logit scale of a bounded backbone with normalised items: 1/0.07.
 const INITIAL_LOGIT_SCALE: f32 = 1.0 / 0.07;
 
@@ -209,8 +232,22 @@ impl Recommender {
     /// A model of `config` with the parameters of a safetensors file; every
     /// parameter must be present with its shape.
     pub fn from_safetensors(config: ModelConfig, bytes: &[u8]) -> Result<Self> {
-        let model = Self::new(config, None, &mut SplitMix64::new(0))?;
         let mut stored = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+        // the configuration must describe the file before a model of its
+        // size is made: a row edited by hand could otherwise ask for any
+        // amount of memory
+        let in_file: usize = stored.values().map(|t| t.elem_count()).sum();
+        if config.parameter_count() != Some(in_file) {
+            candle_core::bail!(
+                "the model file holds {in_file} numbers, its configuration (n_items {}, dim {}, max_len {}, layers {}) needs {}",
+                config.n_items,
+                config.dim,
+                config.max_len,
+                config.layers,
+                config.parameter_count().map_or("more than can be counted".to_string(), |n| n.to_string())
+            );
+        }
+        let model = Self::new(config, None, &mut SplitMix64::new(0))?;
         for (name, var) in model.named_vars() {
             let Some(t) = stored.remove(&name) else { candle_core::bail!("model file lacks {name}") };
             if t.shape() != var.shape() {
@@ -371,6 +408,39 @@ mod tests {
 
     fn batch(rows: &[&[u32]], len: usize) -> Tensor {
         Tensor::from_vec(left_pad(rows, len), (rows.len(), len), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn parameter_count_is_what_new_allocates() {
+        let with_temperature = ModelConfig { temperature: Some(0.1), ..gru_config(7, true, DType::F32) };
+        for c in [
+            config(10, true, DType::F32),
+            gru_config(10, true, DType::F32),
+            gru_config(3, false, DType::F32),
+            with_temperature,
+        ] {
+            let m = Recommender::new(c.clone(), None, &mut SplitMix64::new(1)).unwrap();
+            let allocated: usize = m.vars().iter().map(|v| v.elem_count()).sum();
+            assert_eq!(c.parameter_count(), Some(allocated), "{c:?}");
+        }
+        let absurd = ModelConfig { layers: usize::MAX / 2, ..config(10, true, DType::F32) };
+        assert_eq!(absurd.parameter_count(), None);
+    }
+
+    #[test]
+    fn a_configuration_that_does_not_match_the_file_is_refused_before_allocating() {
+        let m = Recommender::new(config(10, true, DType::F32), None, &mut SplitMix64::new(1)).unwrap();
+        let bytes = m.to_safetensors().unwrap();
+        for edited in [
+            ModelConfig { layers: 1_000_000_000, ..config(10, true, DType::F32) },
+            ModelConfig { max_len: 2_000_000_000, ..config(10, true, DType::F32) },
+            ModelConfig { n_items: usize::MAX, ..config(10, true, DType::F32) },
+            ModelConfig { layers: 1, ..config(10, true, DType::F32) },
+        ] {
+            let err = Recommender::from_safetensors(edited, &bytes).err().expect("refused");
+            assert!(err.to_string().contains("the model file holds"), "{err}");
+        }
+        assert!(Recommender::from_safetensors(config(10, true, DType::F32), &bytes).is_ok());
     }
 
     #[test]

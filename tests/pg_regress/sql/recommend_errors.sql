@@ -62,6 +62,29 @@ SELECT tfllmer.wait_job(:job2);
 SELECT * FROM tfllmer.recommend_next('long', ARRAY[1]);
 \echo :LAST_ERROR_SQLSTATE
 
+-- a model row edited by hand into nonsense: an ERROR naming the model and
+-- what does not fit (the size is checked before any memory is taken)
+CREATE TABLE kept AS SELECT * FROM tfllmer.model_store WHERE model_name = 'walker';
+UPDATE tfllmer.model_store SET layers = 1000000000 WHERE model_name = 'walker';
+SELECT * FROM tfllmer.recommend('walker', 1);
+\echo :LAST_ERROR_SQLSTATE
+UPDATE tfllmer.model_store SET layers = kept.layers, max_len = 2000000000 FROM kept
+ WHERE model_store.model_name = 'walker';
+SELECT * FROM tfllmer.similar_items('walker', 1);
+\echo :LAST_ERROR_SQLSTATE
+UPDATE tfllmer.model_store SET max_len = kept.max_len, weights = substr(kept.weights, 1, 100) FROM kept
+ WHERE model_store.model_name = 'walker';
+SELECT * FROM tfllmer.evaluate('walker');
+\echo :LAST_ERROR_SQLSTATE
+UPDATE tfllmer.model_store SET weights = kept.weights, item_ids = '\x0102' FROM kept
+ WHERE model_store.model_name = 'walker';
+SELECT * FROM tfllmer.recommend_next('walker', ARRAY[1]);
+\echo :LAST_ERROR_SQLSTATE
+-- put back, it answers again
+UPDATE tfllmer.model_store SET item_ids = kept.item_ids FROM kept WHERE model_store.model_name = 'walker';
+SELECT count(*) FROM tfllmer.recommend_next('walker', ARRAY[1]);
+DROP TABLE kept;
+
 -- the model's table was dropped: recommend() cannot read histories, while
 -- recommend_next() and similar_items() still work
 DROP TABLE walks;
