@@ -21,6 +21,9 @@ cargo test -p tfllmer-core -p tfllmer-train
 log "2/4 pg_test (cargo pgrx test)"
 pgrx_data=/tmp/tfllmer-pgrx-test
 as_root install -d -o "$PG_OS_USER" -g "$PG_OS_USER" "$pgrx_data"
+# (it copies its build over the installed library: remove that first, so
+# that servers running the old one keep a whole file mapped)
+as_root rm -f "$("$PG_CONFIG" --pkglibdir)/tfllmer.so"
 cargo pgrx test pg$PG_MAJOR --runas "$PG_OS_USER" --pgdata "$pgrx_data"
 
 # `cargo pgrx test` installed its test build; put the real one back

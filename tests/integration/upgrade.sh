@@ -28,19 +28,8 @@ export PGDATABASE=tfllmer_upgraded
 psql_q -c "CREATE EXTENSION tfllmer VERSION '$first_release'" -c "GRANT CREATE ON SCHEMA public TO $role"
 
 # under the first release, as an ordinary role: the whole pipeline
+psql_q -U "$role" -f "$(dirname "$0")/whole_pipeline.sql" >/dev/null
 psql_q -U "$role" <<'SQL'
-CREATE TABLE walks AS
-SELECT u AS user_id, 1 + (u * 7 + k) % 30 AS item_id, k AS ts
-FROM generate_series(1, 80) u, generate_series(0, 11) k;
-CREATE INDEX ON walks (user_id, ts, item_id);
-CREATE TABLE items AS
-SELECT i AS item_id, ARRAY[sin(i), cos(i), sin(2 * i), cos(3 * i), i / 30.0]::real[] AS embedding
-FROM generate_series(1, 30) i;
-SELECT graph_name FROM tfllmer.build_graph('walk_graph', 'walks', window_size => 1);
-SELECT embedding_name FROM tfllmer.rec_pca('items_4d', 'items', graph_name => 'walk_graph', dim => 4, lambda => 0.5);
-SELECT tfllmer.train('walker', 'walks', init => 'items_4d',
-       options => '{"epochs": 4, "max_len": 12, "learning_rate": 0.01}') AS job \gset
-SELECT tfllmer.wait_job(:job);
 CREATE TABLE before_graphs AS SELECT * FROM tfllmer.graphs;
 CREATE TABLE before_edges AS SELECT * FROM tfllmer.graph_edges('walk_graph');
 CREATE TABLE before_embeddings AS SELECT * FROM tfllmer.embeddings;
