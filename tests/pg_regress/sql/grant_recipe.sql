@@ -122,6 +122,14 @@ SELECT count(*) FROM tfllmer.models;
 SELECT count(*) FROM tfllmer.recommend('shop_model', 5);
 \echo :LAST_ERROR_SQLSTATE
 
+-- no function needs more than the caller's privileges: the only SECURITY
+-- DEFINER functions are the two that start other roles' queued jobs, and
+-- both pin their search_path
+\c - postgres
+SELECT p.oid::regprocedure AS security_definer, p.proconfig
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'tfllmer' AND p.prosecdef ORDER BY p.proname;
+
 -- shop's objects are untouched and still answer
 \c - shop_analyst
 SELECT (SELECT count(*) FROM tfllmer.graphs) AS graphs, (SELECT count(*) FROM tfllmer.embeddings) AS embeddings,
