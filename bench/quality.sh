@@ -12,6 +12,7 @@
 # env: TFLLMER_BENCH_SECONDS=S caps each job's training time (max_train_seconds)
 #      TFLLMER_BENCH_VARIANTS="sasrec_a sasrec_d ..." runs only these variants
 #      TFLLMER_BENCH_THREADS=T threads per job (default 2)
+#      TFLLMER_BENCH_PATIENCE=P early-stopping patience in epochs (default 10)
 #      TFLLMER_BENCH_PARALLEL=1 submits every job at once (they share the cores;
 #        same results as one after another for the same thread count, as
 #        training is deterministic per seed and thread count; s/epoch grows)
@@ -34,7 +35,7 @@ python3 scripts/load_dataset.py "$data"
 cap=""
 [ -n "${TFLLMER_BENCH_SECONDS:-}" ] && cap=", \"max_train_seconds\": $TFLLMER_BENCH_SECONDS"
 threads="${TFLLMER_BENCH_THREADS:-2}"
-options="{\"epochs\": $epochs, \"max_len\": $max_len, \"dim\": 64, \"patience\": 10, \"seed\": 7, \"threads\": $threads$cap}"
+options="{\"epochs\": $epochs, \"max_len\": $max_len, \"dim\": 64, \"patience\": ${TFLLMER_BENCH_PATIENCE:-10}, \"seed\": 7, \"threads\": $threads$cap}"
 psql_q <<SQL
 CREATE EXTENSION tfllmer;
 SELECT graph_name, n_edges FROM tfllmer.build_graph('g', 'interactions', window_size => 1, holdout => 2);
