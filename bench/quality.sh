@@ -47,11 +47,14 @@ echo "options: $options"
 # Peak memory of the training workers: sampled from /proc while they run
 # (a worker's VmHWM is its peak RSS so far; the last sample before it exits).
 peak_file=$(mktemp)
+# (only this cluster's workers: children of its postmaster)
+postmaster=$(head -1 "$cluster/data/postmaster.pid")
 sample_memory() {
     while sleep 2; do
         for status in /proc/[0-9]*/status; do
             pid=${status#/proc/}; pid=${pid%/status}
             grep -q "tfllmer training job" "/proc/$pid/cmdline" 2>/dev/null || continue
+            [ "$(awk '/^PPid:/ {print $2}' "$status" 2>/dev/null)" = "$postmaster" ] || continue
             hwm=$(awk '/VmHWM/ {print $2}' "$status" 2>/dev/null) || continue
             [ -n "$hwm" ] && echo "$(tr '\0' ' ' < "/proc/$pid/cmdline" | sed 's/.*tfllmer training job //') $hwm"
         done
