@@ -13,6 +13,8 @@
 #      TFLLMER_BENCH_VARIANTS="sasrec_a sasrec_d ..." runs only these variants
 #      TFLLMER_BENCH_THREADS=T threads per job (default 2)
 #      TFLLMER_BENCH_PATIENCE=P early-stopping patience in epochs (default 10)
+#      TFLLMER_BENCH_SEEDS="7 8 9" trains every variant once per seed (default 7);
+#        with more than one seed the models are named VARIANT_sSEED
 #      TFLLMER_BENCH_PARALLEL=1 submits every job at once (they share the cores;
 #        same results as one after another for the same thread count, as
 #        training is deterministic per seed and thread count; s/epoch grows)
@@ -35,7 +37,10 @@ python3 scripts/load_dataset.py "$data"
 cap=""
 [ -n "${TFLLMER_BENCH_SECONDS:-}" ] && cap=", \"max_train_seconds\": $TFLLMER_BENCH_SECONDS"
 threads="${TFLLMER_BENCH_THREADS:-2}"
-options="{\"epochs\": $epochs, \"max_len\": $max_len, \"dim\": 64, \"patience\": ${TFLLMER_BENCH_PATIENCE:-10}, \"seed\": 7, \"threads\": $threads$cap}"
+seeds="${TFLLMER_BENCH_SEEDS:-7}"
+options_for_seed() {
+    echo "{\"epochs\": $epochs, \"max_len\": $max_len, \"dim\": 64, \"patience\": ${TFLLMER_BENCH_PATIENCE:-10}, \"seed\": $1, \"threads\": $threads$cap}"
+}
 psql_q <<SQL
 CREATE EXTENSION tfllmer;
 SELECT graph_name, n_edges FROM tfllmer.build_graph('g', 'interactions', window_size => 1, holdout => 2);
@@ -43,7 +48,7 @@ SELECT embedding_name, round(retained_variance::numeric, 4) AS retained FROM tfl
 SELECT embedding_name, round(retained_variance::numeric, 4) AS retained, round(graph_tv::numeric, 4) AS graph_tv
 FROM tfllmer.rec_pca('recpca', 'items', graph_name => 'g', dim => 64, lambda => 0.5);
 SQL
-echo "options: $options"
+echo "options: $(options_for_seed SEED) for seed in $seeds"
 # Peak memory of the training workers: sampled from /proc while they run
 # (a worker's VmHWM is its peak RSS so far; the last sample before it exits).
 peak_file=$(mktemp)
@@ -63,11 +68,11 @@ sample_memory() {
 sample_memory &
 sampler=$!
 trap 'kill $sampler 2>/dev/null; rm -f "$peak_file"; cluster_stop "$cluster"' EXIT
-submit() {  # submit LABEL BACKBONE INIT NORMALIZE -> job id
+submit() {  # submit LABEL BACKBONE INIT NORMALIZE SEED -> job id
     local init=NULL
     [ "$3" != random ] && init="'$3'"
     psql_q -A -t -c "SELECT tfllmer.train('$1', 'interactions', init => $init, backbone => '$2',
-                                          \"normalize\" => $4, options => '$options')"
+                                          \"normalize\" => $4, options => '$(options_for_seed "$5")')"
 }
 wait_for() { psql_q -A -t -c "SELECT tfllmer.wait_job($1)" >/dev/null; }
 selected="${TFLLMER_BENCH_VARIANTS:-sasrec_a sasrec_b sasrec_c sasrec_d gru4rec_a gru4rec_d}"
@@ -77,10 +82,14 @@ for v in "sasrec_a sasrec random false" "sasrec_b sasrec pca false" "sasrec_c sa
          "sasrec_d sasrec recpca true" "gru4rec_a gru4rec random false" "gru4rec_d gru4rec recpca true"; do
     set -- $v
     case " $selected " in *" $1 "*) ;; *) continue ;; esac
-    job=$(submit "$@")
-    [ -n "${TFLLMER_BENCH_PARALLEL:-}" ] || wait_for "$job"
-    jobs+=("$job")
-    [ "$2" = sasrec ] && sasrec_jobs+=("$job")
+    for seed in $seeds; do
+        label=$1
+        [ "$(echo $seeds | wc -w)" -gt 1 ] && label="${1}_s$seed"
+        job=$(submit "$label" "$2" "$3" "$4" "$seed")
+        [ -n "${TFLLMER_BENCH_PARALLEL:-}" ] || wait_for "$job"
+        jobs+=("$job")
+        [ "$2" = sasrec ] && sasrec_jobs+=("$job")
+    done
 done
 for job in "${jobs[@]}"; do wait_for "$job"; done
 kill $sampler 2>/dev/null || true
