@@ -37,7 +37,7 @@ python3 scripts/load_dataset.py "$data"
 cap=""
 [ -n "${TFLLMER_BENCH_SECONDS:-}" ] && cap=", \"max_train_seconds\": $TFLLMER_BENCH_SECONDS"
 threads="${TFLLMER_BENCH_THREADS:-2}"
-seeds="${TFLLMER_BENCH_SEEDS:-7}"
+read -ra seed_list <<< "${TFLLMER_BENCH_SEEDS:-7}"
 options_for_seed() {
     echo "{\"epochs\": $epochs, \"max_len\": $max_len, \"dim\": 64, \"patience\": ${TFLLMER_BENCH_PATIENCE:-10}, \"seed\": $1, \"threads\": $threads$cap}"
 }
@@ -48,7 +48,7 @@ SELECT embedding_name, round(retained_variance::numeric, 4) AS retained FROM tfl
 SELECT embedding_name, round(retained_variance::numeric, 4) AS retained, round(graph_tv::numeric, 4) AS graph_tv
 FROM tfllmer.rec_pca('recpca', 'items', graph_name => 'g', dim => 64, lambda => 0.5);
 SQL
-echo "options: $(options_for_seed SEED) for seed in $seeds"
+echo "options: $(options_for_seed SEED) for seed in ${seed_list[*]}"
 # Peak memory of the training workers: sampled from /proc while they run
 # (a worker's VmHWM is its peak RSS so far; the last sample before it exits).
 peak_file=$(mktemp)
@@ -82,9 +82,9 @@ for v in "sasrec_a sasrec random false" "sasrec_b sasrec pca false" "sasrec_c sa
          "sasrec_d sasrec recpca true" "gru4rec_a gru4rec random false" "gru4rec_d gru4rec recpca true"; do
     set -- $v
     case " $selected " in *" $1 "*) ;; *) continue ;; esac
-    for seed in $seeds; do
+    for seed in "${seed_list[@]}"; do
         label=$1
-        [ "$(echo $seeds | wc -w)" -gt 1 ] && label="${1}_s$seed"
+        [ ${#seed_list[@]} -gt 1 ] && label="${1}_s$seed"
         job=$(submit "$label" "$2" "$3" "$4" "$seed")
         [ -n "${TFLLMER_BENCH_PARALLEL:-}" ] || wait_for "$job"
         jobs+=("$job")
