@@ -33,6 +33,7 @@ ensure_deps() {
         echo "cargo is not installed: install Rust with rustup (https://rustup.rs) first" >&2
         exit 1
     fi
+    ensure_toolchain
     if [ "$(cargo pgrx --version 2>/dev/null | awk '{print $2}')" != "$PGRX_VERSION" ]; then
         log "installing cargo-pgrx $PGRX_VERSION (takes about 8 minutes on 2 cores)"
         cargo install --locked cargo-pgrx --version "$PGRX_VERSION"
@@ -42,11 +43,28 @@ ensure_deps() {
     fi
 }
 
+# The toolchain rust-toolchain.toml pins: where rustup does not have it
+# under that name but the machine's stable toolchain is that release, link
+# it (nothing is downloaded); otherwise rustup installs it as usual.
+ensure_toolchain() {
+    local pinned stable_dir
+    pinned=$(sed -n 's/^channel = "\(.*\)"/\1/p' "$TFLLMER_ROOT/rust-toolchain.toml")
+    if ! (cd "$TFLLMER_ROOT" && rustup toolchain list | grep -q "^$pinned"); then
+        stable_dir=$(rustup run stable rustc --print sysroot 2>/dev/null || true)
+        if [ -n "$stable_dir" ] && rustup run stable rustc --version | grep -q "^rustc $pinned "; then
+            log "linking toolchain $pinned to the machine's stable toolchain"
+            rustup toolchain link "$pinned" "$stable_dir"
+        fi
+    fi
+}
+
 # Builds the extension and installs it into the Debian PostgreSQL.
 # $1: "release" for an optimised build (benchmarks), anything else: debug.
 install_extension() {
     local profile=()
     [ "${1:-debug}" = release ] && profile=(--release)
+    # test runs add test-only features (TFLLMER_FEATURES=failpoints)
+    [ -n "${TFLLMER_FEATURES:-}" ] && profile+=(--features "$TFLLMER_FEATURES")
     log "building and installing the extension ${profile[*]:-(debug build)}"
     # a new file, not the old one overwritten: running servers keep the
     # library they mapped instead of crashing on changed code

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test tier. Installs what is missing first (Debian packages,
 # cargo-pgrx, a Python venv for the reference scripts); safe to run twice.
+#   0. gates: cargo fmt --check, cargo clippy -D warnings (workspace lints)
 #   1. unit tests of the maths and the models (cargo test -p tfllmer-core -p tfllmer-train)
 #   2. #[pg_test]s inside a throw-away PostgreSQL (cargo pgrx test)
 #   3. regression files (tests/pg_regress) on a private cluster
 #   4. integration checks: persistence across a restart, training jobs under
-#      faults (queueing, kill -9, restarts, faults during the final save),
+#      faults (queueing, a panic in the training loop, kill -9, restarts,
+#      faults during the final save), a read-only hot standby,
 #      recommendations under load while the model is retrained, ALTER
 #      EXTENSION UPDATE from the first release, pg_dump and restore into a
 #      new database with re-created roles, and build_graph and
@@ -14,6 +16,10 @@
 source "$(dirname "$0")/common.sh"
 cd "$TFLLMER_ROOT"
 ensure_deps
+
+log "0/4 gates: rustfmt, clippy (-D warnings, the workspace lints)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 log "1/4 unit tests"
 cargo test -p tfllmer-core -p tfllmer-train
@@ -26,8 +32,9 @@ as_root install -d -o "$PG_OS_USER" -g "$PG_OS_USER" "$pgrx_data"
 as_root rm -f "$("$PG_CONFIG" --pkglibdir)/tfllmer.so"
 cargo pgrx test pg$PG_MAJOR --runas "$PG_OS_USER" --pgdata "$pgrx_data"
 
-# `cargo pgrx test` installed its test build; put the real one back
-install_extension
+# `cargo pgrx test` installed its test build; put the real one back, with
+# the test-only fault points the integration tests switch on
+TFLLMER_FEATURES=failpoints install_extension
 
 cluster=/tmp/tfllmer-test-cluster
 export TFLLMER_LOOPBACK=1  # recommend_load.sh connects over TCP, as applications do
@@ -43,6 +50,7 @@ fi
 log "4/4 integration tests"
 tests/integration/persistence.sh "$cluster"
 tests/integration/training_faults.sh "$cluster"
+tests/integration/standby.sh "$cluster"
 tests/integration/recommend_load.sh "$cluster"
 tests/integration/upgrade.sh "$cluster"
 tests/integration/backup_restore.sh "$cluster"

@@ -283,7 +283,9 @@ SELECT job_id, model_name, pg_catalog.pg_get_userbyid(owner) AS owner,
             THEN pg_catalog.make_interval(secs => eta_s) END AS eta,
        backbone, normalize, init, source_name AS interactions, options,
        n_users, n_items, model_version, detail, queued_at, worker_pid
-FROM (SELECT s.*, s.state = 'running' AND NOT tfllmer.job_worker_alive(s.worker_pid, s.job_id) AS lost
+-- (a hot standby has none of the primary's workers: it shows what it replayed)
+FROM (SELECT s.*, s.state = 'running' AND NOT pg_catalog.pg_is_in_recovery()
+                  AND NOT tfllmer.job_worker_alive(s.worker_pid, s.job_id) AS lost
       FROM tfllmer.job_store s) j;
 GRANT SELECT ON tfllmer.jobs TO PUBLIC;
 

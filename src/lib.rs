@@ -11,7 +11,21 @@ mod worker;
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    quiet_backtraces();
     settings::define();
+}
+
+/// pgrx appends a captured Rust backtrace to the DETAIL of every ERROR that
+/// passes through Rust code whenever RUST_BACKTRACE is set in the server's
+/// environment; users must never see one. Capturing is turned off for this
+/// process unless RUST_LIB_BACKTRACE asks for it explicitly (a developer
+/// who wants backtraces sets RUST_LIB_BACKTRACE=1).
+fn quiet_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // (_PG_init runs once, on the backend's only thread, before tfllmer
+        // starts any thread: nothing reads the environment meanwhile)
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
 }
 
 // The catalog (tables, views, policies, grants), written by hand so it reads

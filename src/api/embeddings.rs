@@ -8,8 +8,9 @@ use tfllmer_core::embedding_codec::{self, StoredEmbedding};
 use tfllmer_core::rec_pca::{self, RecPcaError, RecPcaParams};
 
 use crate::api::graphs::load_graph;
+use crate::postgres::backend::require_primary;
 use crate::postgres::catalog::EMBEDDINGS;
-use crate::postgres::errors::{object_name, raise, required, Code};
+use crate::postgres::errors::{object_name, raise, raise_with_hint, required, Code};
 use crate::postgres::item_vectors::VectorSource;
 use crate::postgres::relation::readable_relation;
 use crate::postgres::sql_types::{RegClass, SqlName};
@@ -19,12 +20,20 @@ use crate::postgres::sql_types::{RegClass, SqlName};
 const LARGE_INPUT: usize = 50_000_000;
 
 fn rec_pca_error(e: RecPcaError) -> ! {
+    if let RecPcaError::Rank { rank, .. } = e {
+        let hint = if rank == 0 {
+            "Every embedding points the same way: there is no variance to keep.".to_string()
+        } else {
+            format!("Pass dim => {rank} or less, or embeddings that differ in more directions.")
+        };
+        raise_with_hint(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("dim: {e}"), hint);
+    }
     let code = match e {
         RecPcaError::Dim { .. } | RecPcaError::Lambda(_) => Code::ERRCODE_INVALID_PARAMETER_VALUE,
         RecPcaError::NotFinite { .. } => Code::ERRCODE_FLOATING_POINT_EXCEPTION,
         RecPcaError::DuplicateItem(_) => Code::ERRCODE_UNIQUE_VIOLATION,
         RecPcaError::Empty | RecPcaError::Ragged { .. } => Code::ERRCODE_DATA_EXCEPTION,
-        RecPcaError::Eigen => Code::ERRCODE_INTERNAL_ERROR,
+        RecPcaError::Eigen | RecPcaError::Rank { .. } => Code::ERRCODE_INTERNAL_ERROR,
     };
     let argument = match e {
         RecPcaError::Dim { .. } => "",
@@ -61,6 +70,7 @@ fn rec_pca(
         name!(build_ms, f64),
     ),
 > {
+    require_primary("rec_pca");
     let started = Instant::now();
     let embedding_name = object_name(embedding_name, "embedding_name");
     let relation = readable_relation(items, "items");
@@ -186,6 +196,7 @@ fn embedding(
 /// `if_exists`, which returns false instead.
 #[pg_extern(volatile, parallel_unsafe)]
 fn drop_embedding(embedding_name: Option<&str>, if_exists: default!(Option<bool>, false)) -> bool {
+    require_primary("drop_embedding");
     let embedding_name = object_name(embedding_name, "embedding_name");
     EMBEDDINGS.drop(embedding_name, required(if_exists, "if_exists"))
 }

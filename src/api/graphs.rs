@@ -8,6 +8,7 @@ use tfllmer_core::graph::{self, Damping, GraphError, GraphParams, Weighting};
 
 use tfllmer_core::graph_codec;
 
+use crate::postgres::backend::require_primary;
 use crate::postgres::catalog::GRAPHS;
 use crate::postgres::errors::{object_name, raise, required, Code};
 use crate::postgres::interactions::InteractionSource;
@@ -42,6 +43,7 @@ fn build_graph(
     ),
 > {
     let started = Instant::now();
+    require_primary("build_graph");
     let graph_name = object_name(graph_name, "graph_name");
     let relation = readable_relation(interactions, "interactions");
     let source = InteractionSource::new(relation, user_column, item_column, time_column);
@@ -168,6 +170,7 @@ fn graph_edges(
 /// `if_exists`, which returns false instead.
 #[pg_extern(volatile, parallel_unsafe)]
 fn drop_graph(graph_name: Option<&str>, if_exists: default!(Option<bool>, false)) -> bool {
+    require_primary("drop_graph");
     let graph_name = object_name(graph_name, "graph_name");
     GRAPHS.drop(graph_name, required(if_exists, "if_exists"))
 }

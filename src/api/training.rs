@@ -9,12 +9,14 @@ use pgrx::JsonB;
 use tfllmer_core::sequences::{leave_one_out, Histories};
 use tfllmer_train::options::TrainingOptions;
 
+use crate::postgres::backend::{self, require_primary};
 use crate::postgres::errors::{object_name, raise, raise_with_hint, required, Code};
 use crate::postgres::interactions::InteractionSource;
-use crate::postgres::jobs::{is_final, launch_worker, record_lost_jobs, WorkerStart};
+use crate::postgres::jobs::launch::{launch_worker, WorkerStart};
+use crate::postgres::jobs::{self, record_lost_jobs, JobState, NewJob};
 use crate::postgres::models::{load_newest, parse_backbone};
 use crate::postgres::relation::readable_relation;
-use crate::postgres::spi::{first_pair, first_value, spi_failed};
+use crate::postgres::spi::{first_value, spi_failed};
 use crate::postgres::sql_types::{RegClass, SqlName};
 use crate::postgres::user_history::advise_history_index;
 use crate::settings;
@@ -34,6 +36,7 @@ fn train(
     normalize: default!(Option<bool>, true),
     options: default!(Option<JsonB>, "'{}'"),
 ) -> i64 {
+    require_primary("train");
     let model_name = object_name(model_name, "model_name");
     let relation = readable_relation(interactions, "interactions");
     let source = InteractionSource::new(relation, user_column, item_column, time_column);
@@ -66,47 +69,26 @@ fn train(
     advise_history_index(&source);
     claim_model_name(model_name);
 
-    // login_role and created_xid come from the table's defaults (the caller
-    // cannot set them): the worker connects as this session's login role
-    let (job_id, creator_xid, login_role) = Spi::connect_mut(|client| {
-        let row = client
-            .update(
-                "INSERT INTO tfllmer.job_store (model_name, source_table, source_name, user_column,
-                        item_column, time_column, init, backbone, normalize, options, max_epochs)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 RETURNING job_id, created_xid::text, login_role::oid",
-                None,
-                &[
-                    model_name.into(),
-                    source.relation.oid.into(),
-                    source.relation.display.as_str().into(),
-                    source.user.name.as_str().into(),
-                    source.item.name.as_str().into(),
-                    source.time.name.as_str().into(),
-                    init.into(),
-                    backbone_name.into(),
-                    normalize.into(),
-                    JsonB(options.to_json()).into(),
-                    (options.epochs as i32).into(),
-                ],
-            )?
-            .first();
-        Ok::<_, pgrx::spi::Error>((
-            row.get::<i64>(1)?.unwrap_or(0),
-            row.get::<String>(2)?.unwrap_or_default(),
-            row.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
-        ))
-    })
-    .unwrap_or_else(|e| spi_failed(e));
+    let created = jobs::create(&NewJob {
+        model_name,
+        source_table: source.relation.oid,
+        source_name: &source.relation.display,
+        columns: [&source.user.name, &source.item.name, &source.time.name],
+        init,
+        backbone: backbone_name,
+        normalize,
+        options: options.to_json(),
+        max_epochs: i32::try_from(options.epochs).unwrap_or(i32::MAX),
+    });
+    let job_id = created.job_id;
     let start = WorkerStart {
-        database: unsafe { pg_sys::MyDatabaseId },
-        login_role,
-        owner: unsafe { pg_sys::GetUserId() },
-        creator_xid: creator_xid.parse().unwrap_or(0),
+        database: backend::database(),
+        login_role: created.login_role,
+        owner: backend::current_role(),
+        creator_xid: created.creator_xid,
     };
     if launch_worker(job_id, &start) {
-        Spi::run_with_args("UPDATE tfllmer.job_store SET launched_at = now() WHERE job_id = $1", &[job_id.into()])
-            .unwrap_or_else(|e| spi_failed(e));
+        jobs::mark_launched(job_id);
     } else {
         let slots =
             Spi::get_one::<String>("SELECT current_setting('max_worker_processes')").ok().flatten().unwrap_or_default();
@@ -162,13 +144,7 @@ fn claim_model_name(model_name: &str) {
         raise(Code::ERRCODE_DUPLICATE_OBJECT, format!("model name \"{model_name}\" is already used by another role"));
     }
     record_lost_jobs();
-    let active = first_pair::<i64, String>(
-        "SELECT job_id, state FROM tfllmer.job_store
-          WHERE model_name = $1 AND state IN ('queued', 'running') ORDER BY job_id LIMIT 1",
-        &[model_name.into()],
-    )
-    .unwrap_or((None, None));
-    if let (Some(job), Some(state)) = active {
+    if let Some((job, state)) = jobs::active_job_of_model(model_name) {
         raise_with_hint(
             Code::ERRCODE_OBJECT_IN_USE,
             format!("model \"{model_name}\" is already being trained by job {job} ({state})"),
@@ -177,35 +153,22 @@ fn claim_model_name(model_name: &str) {
     }
 }
 
-/// The caller's job's state, or "does not exist" (also for other roles'
-/// jobs, which the caller cannot see).
-fn job_state(job_id: i64) -> String {
-    first_value::<String>("SELECT state FROM tfllmer.job_store WHERE job_id = $1", &[job_id.into()])
-        .unwrap_or_else(|| raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("job {job_id} does not exist")))
-}
-
 /// Asks a job to stop: a queued job is cancelled at once, a running one
 /// within one batch (no model version is stored). False when the job had
 /// already ended.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cancel_job(job_id: Option<i64>) -> bool {
     let job_id = required(job_id, "job_id");
+    require_primary("cancel_job");
     record_lost_jobs();
-    job_state(job_id);
-    let state = first_value::<String>(
-        "UPDATE tfllmer.job_store
-            SET cancel_requested = true, updated_at = now(),
-                state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
-                finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END
-          WHERE job_id = $1 AND state IN ('queued', 'running')
-      RETURNING state",
-        &[job_id.into()],
-    );
-    state.is_some()
+    jobs::state(job_id);
+    jobs::request_cancel(job_id)
 }
 
 /// Waits until a job has ended (or `timeout_s` passed) and returns its
-/// state. Queued jobs are started here when a worker slot is free.
+/// state. Queued jobs are started here when a worker slot is free. On a hot
+/// standby it only waits (it sees the job end once the primary's record of
+/// it has been replayed).
 #[pg_extern(volatile, parallel_unsafe)]
 fn wait_job(job_id: Option<i64>, timeout_s: default!(Option<f64>, "NULL")) -> String {
     let job_id = required(job_id, "job_id");
@@ -214,73 +177,49 @@ fn wait_job(job_id: Option<i64>, timeout_s: default!(Option<f64>, "NULL")) -> St
             raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("timeout_s must be >= 0 or NULL, got {t}"));
         }
     }
-    job_state(job_id);
-    let in_this_transaction = first_value::<bool>(
-        "SELECT created_xid = pg_catalog.pg_current_xact_id_if_assigned() FROM tfllmer.job_store WHERE job_id = $1",
-        &[job_id.into()],
-    )
-    .unwrap_or(false);
-    if in_this_transaction {
+    jobs::state(job_id);
+    if jobs::created_in_this_transaction(job_id) {
         raise_with_hint(
             Code::ERRCODE_INVALID_TRANSACTION_STATE,
             format!("job {job_id} was created in this transaction and cannot start before it commits"),
-            "Commit first, then call tfllmer.wait_job().",
+            "Commit first, then call tfllmer.wait_job(); or use CALL tfllmer.train_and_wait(...), which commits \
+             the new job and waits for it.",
         );
     }
-    let isolation = unsafe { pg_sys::XactIsoLevel };
-    if isolation >= pg_sys::XACT_REPEATABLE_READ as i32 {
+    if backend::snapshot_is_fixed() {
         raise(
             Code::ERRCODE_INVALID_TRANSACTION_STATE,
             "wait_job needs READ COMMITTED: a REPEATABLE READ or SERIALIZABLE snapshot would never see the job end",
         );
     }
+    let primary = !backend::in_recovery();
     let deadline = timeout_s.map(|t| Instant::now() + Duration::from_secs_f64(t.min(1e9)));
     let mut launched: Option<Instant> = None;
     loop {
         // fresh activity data for the liveness check in every round
-        unsafe { pg_sys::pgstat_clear_snapshot() };
+        backend::refresh_activity_snapshot();
         record_lost_jobs();
-        let state = job_state(job_id);
-        if is_final(&state) {
-            return state;
+        let state = jobs::state(job_id);
+        if state.is_final() {
+            return state.to_string();
         }
         // a queued job that no worker is starting: start one. (No writes
         // here: a row lock held by this long statement would block the
         // worker's claim until the wait ended.)
-        if state == "queued" && launched.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-            let roles = first_pair::<pg_sys::Oid, pg_sys::Oid>(
-                "SELECT login_role::oid, owner::oid FROM tfllmer.job_store
-                  WHERE job_id = $1 AND state = 'queued'
-                    AND (launched_at IS NULL OR launched_at < now() - interval '1 minute')",
-                &[job_id.into()],
-            );
-            if let Some((Some(login_role), Some(owner))) = roles {
-                let start =
-                    WorkerStart { database: unsafe { pg_sys::MyDatabaseId }, login_role, owner, creator_xid: 0 };
+        let relaunch = primary && state == JobState::Queued;
+        if relaunch && launched.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            if let Some((login_role, owner)) = jobs::stalled_queued_job(job_id) {
+                let start = WorkerStart { database: backend::database(), login_role, owner, creator_xid: 0 };
                 if launch_worker(job_id, &start) {
                     launched = Some(Instant::now());
                 }
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return state;
+            return state.to_string();
         }
-        sleep_interruptibly(Duration::from_millis(100));
+        backend::sleep_interruptibly(Duration::from_millis(100));
     }
-}
-
-/// Sleeps on the backend's latch; Ctrl-C / statement_timeout end the wait.
-fn sleep_interruptibly(d: Duration) {
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            d.as_millis() as std::ffi::c_long,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
-    pgrx::check_for_interrupts!();
 }
 
 /// One row per finished epoch of a job.
@@ -292,26 +231,11 @@ fn job_log(
     (name!(epoch, i32), name!(train_loss, f64), name!(valid_hr10, f64), name!(valid_ndcg10, f64), name!(epoch_ms, f64)),
 > {
     let job_id = required(job_id, "job_id");
-    job_state(job_id);
-    let rows = Spi::connect(|client| {
-        let mut out = Vec::new();
-        for row in client.select(
-            "SELECT epoch, train_loss, valid_hr10, valid_ndcg10, epoch_ms FROM tfllmer.job_epoch_store
-              WHERE job_id = $1 ORDER BY epoch",
-            None,
-            &[job_id.into()],
-        )? {
-            out.push((
-                row.get::<i32>(1)?.unwrap_or(0),
-                row.get::<f64>(2)?.unwrap_or(f64::NAN),
-                row.get::<f64>(3)?.unwrap_or(f64::NAN),
-                row.get::<f64>(4)?.unwrap_or(f64::NAN),
-                row.get::<f64>(5)?.unwrap_or(f64::NAN),
-            ));
-        }
-        Ok::<_, pgrx::spi::Error>(out)
-    })
-    .unwrap_or_else(|e| spi_failed(e));
+    jobs::state(job_id);
+    let rows = jobs::epoch_log(job_id)
+        .into_iter()
+        .map(|r| (r.epoch, r.train_loss, r.valid_hr10, r.valid_ndcg10, r.epoch_ms))
+        .collect::<Vec<_>>();
     TableIterator::new(rows)
 }
 
@@ -340,7 +264,7 @@ fn evaluate(
         Some(SqlName(loaded.time_column.clone())),
     );
     let events = source.read_events().events;
-    let (histories, _unknown) = Histories::with_items(events, loaded.item_ids.clone());
+    let (histories, _unknown) = Histories::with_items(events, &loaded.items);
     let split = leave_one_out(&histories);
     let mut rows = Vec::new();
     let valid: Vec<(&[u32], u32)> = split.valid.iter().map(|v| (v.1, v.2)).collect();
@@ -360,13 +284,9 @@ fn evaluate(
 fn drop_model(model_name: Option<&str>, if_exists: default!(Option<bool>, false)) -> bool {
     let model_name = object_name(model_name, "model_name");
     let if_exists = required(if_exists, "if_exists");
+    require_primary("drop_model");
     record_lost_jobs();
-    let active = first_value::<i64>(
-        "SELECT job_id FROM tfllmer.job_store WHERE model_name = $1 AND state IN ('queued', 'running')
-          ORDER BY job_id LIMIT 1",
-        &[model_name.into()],
-    );
-    if let Some(job) = active {
+    if let Some((job, _)) = jobs::active_job_of_model(model_name) {
         raise_with_hint(
             Code::ERRCODE_OBJECT_IN_USE,
             format!("model \"{model_name}\" is being trained by job {job}"),
@@ -398,9 +318,9 @@ fn loss_plot(
         raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "job_ids must hold at least one job id");
     }
     let metric = required(metric, "metric");
-    let (column, y_label) = match metric {
-        "train_loss" => ("train_loss", "training loss (cross-entropy per position)"),
-        "valid_ndcg10" => ("valid_ndcg10", "validation NDCG@10"),
+    let (train_loss, y_label) = match metric {
+        "train_loss" => (true, "training loss (cross-entropy per position)"),
+        "valid_ndcg10" => (false, "validation NDCG@10"),
         other => raise(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("metric must be 'train_loss' or 'valid_ndcg10', got '{other}'"),
@@ -409,30 +329,19 @@ fn loss_plot(
     let mut series = Vec::new();
     for job_id in job_ids {
         let job_id = required(job_id, "job_ids element");
-        job_state(job_id);
-        let label = first_value::<String>(
-            "SELECT format('job %s: %s (%s, %s, %s)', job_id, model_name, backbone,
-                           coalesce('init ' || init, 'random init'),
-                           CASE WHEN normalize THEN 'normalised' ELSE 'not normalised' END)
-               FROM tfllmer.job_store WHERE job_id = $1",
-            &[job_id.into()],
-        )
-        .unwrap_or_default();
-        let points = Spi::connect(|client| {
-            let mut out = Vec::new();
-            for row in client.select(
-                &format!("SELECT epoch, {column} FROM tfllmer.job_epoch_store WHERE job_id = $1 ORDER BY epoch"),
-                None,
-                &[job_id.into()],
-            )? {
-                out.push((row.get::<i32>(1)?.unwrap_or(0).max(0) as u32, row.get::<f64>(2)?.unwrap_or(f64::NAN)));
-            }
-            Ok::<_, pgrx::spi::Error>(out)
-        })
-        .unwrap_or_else(|e| spi_failed(e));
-        series.push(tfllmer_train::plot::Series { label, points });
+        jobs::state(job_id);
+        let points = jobs::epoch_log(job_id)
+            .into_iter()
+            .map(|r| (r.epoch.max(0) as u32, if train_loss { r.train_loss } else { r.valid_ndcg10 }))
+            .collect();
+        series.push(tfllmer_train::plot::Series { label: jobs::label(job_id), points });
     }
-    let title = title.unwrap_or(if column == "train_loss" { "training loss per epoch" } else { "validation NDCG@10" });
+    let title = title.unwrap_or(if train_loss { "training loss per epoch" } else { "validation NDCG@10" });
     tfllmer_train::plot::line_chart_svg(&series, title, y_label, (800, 480))
         .unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, format!("drawing the chart failed: {e}")))
 }
+
+// The blocking route, `CALL tfllmer.train_and_wait(...)`: a procedure,
+// because only a procedure may commit (the new job must be committed before
+// its worker can start); sql/train_and_wait.sql.
+pgrx::extension_sql_file!("../../sql/train_and_wait.sql", name = "train_and_wait", requires = [train, wait_job]);

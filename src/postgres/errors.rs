@@ -45,3 +45,11 @@ pub fn notice_with_hint(message: impl Into<String>, hint: impl Into<String>) {
         .set_hint(hint.into())
         .report(PgLogLevel::NOTICE);
 }
+
+/// A WARNING with a HINT line (something the user should fix, that does
+/// not stop the call).
+pub fn warning_with_hint(message: impl Into<String>, hint: impl Into<String>) {
+    ErrorReport::new(Code::ERRCODE_WARNING, message.into(), "tfllmer")
+        .set_hint(hint.into())
+        .report(PgLogLevel::WARNING);
+}

@@ -5,7 +5,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use tfllmer_core::graph::{f64_order_key, Event};
 
-use super::errors::{raise, Code};
+use super::errors::{raise, warning_with_hint, Code};
 use super::relation::{UserColumn, UserRelation};
 use super::row_stream::{stream_rows, Flow};
 use super::sql_types::SqlName;
@@ -56,6 +56,9 @@ impl InteractionSource {
                     time.name, time.type_name
                 ),
             );
+        }
+        if time.is_string() {
+            warn_text_order(&time);
         }
         Self { relation, user, item, time }
     }
@@ -117,6 +120,22 @@ impl InteractionSource {
         });
         out
     }
+}
+
+/// Strings order as text ('10' before '9', dates in other formats out of
+/// order): PostgreSQL's ordering decides, but the user should know.
+fn warn_text_order(time: &UserColumn) {
+    warning_with_hint(
+        format!(
+            "time_column: column \"{}\" is of type {}, so interactions are ordered as text ('10' sorts before \
+             '9')",
+            time.name, time.type_name
+        ),
+        format!(
+            "Cast it to a number or a timestamp in a view, e.g. CREATE VIEW v AS SELECT ..., {}::bigint AS {} FROM ...",
+            time.quoted, time.quoted
+        ),
+    );
 }
 
 pub fn integer_width(base_type: pg_sys::Oid) -> u8 {

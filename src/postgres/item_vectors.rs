@@ -102,10 +102,12 @@ impl VectorSource {
 /// Appends one array Datum's values to `out` (fixing `input_dim` on the first).
 unsafe fn append_vector(datum: pg_sys::Datum, float8: bool, out: &mut Embeddings) -> Result<(), (Code, String)> {
     let original = datum.cast_mut_ptr::<pg_sys::varlena>();
+    // SAFETY: the datum is a non-NULL array value of the row being read; detoasting copies it if needed
     let detoasted = unsafe { pg_sys::pg_detoast_datum(original) };
     let Some(ptr) = std::ptr::NonNull::new(detoasted.cast::<pg_sys::ArrayType>()) else {
         return Err((Code::ERRCODE_INTERNAL_ERROR, "could not be read".into()));
     };
+    // SAFETY: ptr is the detoasted array header just obtained, valid until it is freed below
     let mut array = unsafe { RawArray::from_ptr(ptr) };
     let result = (|| {
         let dims = array.dims().len();
@@ -116,6 +118,7 @@ unsafe fn append_vector(datum: pg_sys::Datum, float8: bool, out: &mut Embeddings
         if len == 0 {
             return Err((Code::ERRCODE_DATA_EXCEPTION, "is empty".to_string()));
         }
+        // SAFETY: the array's null bitmap lies inside the detoasted copy
         if unsafe { array.any_nulls() } {
             return Err((Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "has a NULL element".to_string()));
         }
@@ -147,6 +150,7 @@ unsafe fn append_vector(datum: pg_sys::Datum, float8: bool, out: &mut Embeddings
     })();
     if detoasted != original {
         // a detoasted copy lives until the end of the query otherwise
+        // SAFETY: detoasted is a palloc'd copy made above (it differs from the original) and nothing refers to it any more
         unsafe { pg_sys::pfree(detoasted.cast()) };
     }
     result
@@ -155,5 +159,6 @@ unsafe fn append_vector(datum: pg_sys::Datum, float8: bool, out: &mut Embeddings
 /// Whether an explicit cast from `type_oid` to real[] exists.
 fn castable_to_real_array(type_oid: pg_sys::Oid) -> bool {
     let target = pg_sys::FLOAT4ARRAYOID;
+    // SAFETY: a catalog lookup with pointers to two local OIDs, valid for the call
     unsafe { pg_sys::can_coerce_type(1, &type_oid, &target, pg_sys::CoercionContext::COERCION_EXPLICIT) }
 }

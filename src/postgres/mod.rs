@@ -1,6 +1,7 @@
 //! PostgreSQL glue shared by the SQL-facing functions: errors, argument
 //! types, relation checks, SPI input and the catalog tables.
 
+pub mod backend;
 pub mod catalog;
 pub mod errors;
 pub mod interactions;
@@ -13,3 +14,4 @@ pub mod row_stream;
 pub mod spi;
 pub mod sql_types;
 pub mod user_history;
+pub mod xact;

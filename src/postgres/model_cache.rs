@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 use lru::LruCache;
 use pgrx::pg_sys;
+use tfllmer_core::vocabulary::Vocabulary;
 use tfllmer_train::scorer::Scorer;
 
 use super::errors::{raise, Code};
@@ -27,10 +28,8 @@ pub struct ReadyModel {
     pub name: String,
     pub key: VersionKey,
     pub scorer: Scorer,
-    /// item id of token t at index t - 1
-    item_ids: Vec<i64>,
-    /// (item id, token) sorted by id, for mapping histories to tokens
-    tokens_by_id: Vec<(i64, u32)>,
+    /// the item of each token, and the token of each item
+    items: Vocabulary,
     pub source_table: pg_sys::Oid,
     pub user_column: String,
     pub item_column: String,
@@ -41,12 +40,15 @@ pub struct ReadyModel {
 impl ReadyModel {
     /// The token of an item id; None for items the model was not trained on.
     pub fn token(&self, item_id: i64) -> Option<u32> {
-        self.tokens_by_id.binary_search_by_key(&item_id, |&(id, _)| id).ok().map(|i| self.tokens_by_id[i].1)
+        self.items.token(item_id)
     }
 
-    /// The item id of a token (1..=n_items).
+    /// The item id of a token (1..=n_items; scores and rankings only
+    /// produce those).
     pub fn item_id(&self, token: u32) -> i64 {
-        self.item_ids[token as usize - 1]
+        self.items.item_id(token).unwrap_or_else(|| {
+            raise(Code::ERRCODE_INTERNAL_ERROR, format!("model \"{}\": no item has token {token}", self.name))
+        })
     }
 
     pub fn max_len(&self) -> usize {
@@ -147,18 +149,12 @@ pub fn ready_model(name: &str) -> Rc<ReadyModel> {
             format!("model \"{name}\" version {}: {}", key.version, tfllmer_train::error_message(&e)),
         )
     });
-    let mut tokens_by_id: Vec<(i64, u32)> =
-        loaded.item_ids.iter().enumerate().map(|(i, &id)| (id, i as u32 + 1)).collect();
-    tokens_by_id.sort_unstable();
-    let bytes = scorer.memory_bytes()
-        + loaded.item_ids.len() * std::mem::size_of::<i64>()
-        + tokens_by_id.len() * std::mem::size_of::<(i64, u32)>();
+    let bytes = scorer.memory_bytes() + loaded.items.memory_bytes();
     let model = Rc::new(ReadyModel {
         name: name.to_string(),
         key,
         scorer,
-        item_ids: loaded.item_ids,
-        tokens_by_id,
+        items: loaded.items,
         source_table: loaded.source_table,
         user_column: loaded.user_column,
         item_column: loaded.item_column,

@@ -3,11 +3,13 @@
 //! row-level security decides which models a role can use.
 
 use pgrx::prelude::*;
+use tfllmer_core::vocabulary::Vocabulary;
 use tfllmer_train::model::{Backbone, ModelConfig, Recommender};
 use tfllmer_train::DType;
 
 use super::errors::{raise, raise_with_hint, Code};
-use super::spi::{first_pair, first_value, prepared, spi_failed};
+use super::jobs::{self, JobState};
+use super::spi::{first_value, prepared, spi_failed};
 
 pub fn parse_backbone(name: &str) -> Option<Backbone> {
     match name {
@@ -21,23 +23,12 @@ pub fn parse_backbone(name: &str) -> Option<Backbone> {
 pub struct LoadedModel {
     pub version: i32,
     pub model: Recommender,
-    /// item id of token t at index t - 1
-    pub item_ids: Vec<i64>,
+    /// the item of each token
+    pub items: Vocabulary,
     pub source_table: pg_sys::Oid,
     pub user_column: String,
     pub item_column: String,
     pub time_column: String,
-}
-
-pub fn encode_item_ids(ids: &[i64]) -> Vec<u8> {
-    ids.iter().flat_map(|id| id.to_le_bytes()).collect()
-}
-
-fn decode_item_ids(bytes: &[u8]) -> Option<Vec<i64>> {
-    if bytes.len() % 8 != 0 {
-        return None;
-    }
-    Some(bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
 }
 
 /// Loads the newest version of `name` the caller can see, or raises:
@@ -72,29 +63,30 @@ pub fn newest_version(name: &str) -> Option<VersionKey> {
         )?;
         let rows = client.select(&*statement, Some(1), &[name.into()])?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
-        Ok::<_, pgrx::spi::Error>(Some(VersionKey {
-            version: row.get::<i32>(1)?.unwrap_or(0),
-            job_id: row.get::<i64>(2)?.unwrap_or(0),
-            row_xmin: row.get::<i64>(3)?.unwrap_or(0),
-        }))
+        Ok::<_, pgrx::spi::Error>(Some((row.get::<i32>(1)?, row.get::<i64>(2)?, row.get::<i64>(3)?)))
     })
     .unwrap_or_else(|e| spi_failed(e));
-    found
+    match found? {
+        (Some(version), Some(job_id), Some(row_xmin)) => Some(VersionKey { version, job_id, row_xmin }),
+        _ => raise(Code::ERRCODE_DATA_CORRUPTED, format!("model \"{name}\": its newest version has no number or job")),
+    }
 }
 
-/// Loads `version` of `name` (the newest when None).
+/// Loads `version` of `name` (the newest when None). A stored row with a
+/// NULL or out-of-range value where a trained version always has one is
+/// corrupt (XX001, naming the column), never a silent default.
 pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
     struct Row {
-        version: i32,
-        backbone: String,
-        normalize: bool,
-        sizes: [i64; 5],
-        dropout: f64,
+        version: Option<i32>,
+        backbone: Option<String>,
+        normalize: Option<bool>,
+        sizes: [Option<i64>; 5],
+        dropout: Option<f64>,
         temperature: Option<f64>,
-        table: pg_sys::Oid,
-        columns: [String; 3],
-        ids: Vec<u8>,
-        weights: Vec<u8>,
+        table: Option<pg_sys::Oid>,
+        columns: [Option<String>; 3],
+        ids: Option<Vec<u8>>,
+        weights: Option<Vec<u8>>,
     }
     let row = Spi::connect(|client| {
         let rows = client.select(
@@ -107,30 +99,39 @@ pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
             &[name.into(), version.into()],
         )?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
-        let text = |i: usize| -> Result<String, pgrx::spi::Error> { Ok(row.get::<String>(i)?.unwrap_or_default()) };
-        let int = |i: usize| -> Result<i64, pgrx::spi::Error> { Ok(row.get::<i64>(i)?.unwrap_or(0)) };
+        let int = |i: usize| row.get::<i64>(i);
         Ok::<_, pgrx::spi::Error>(Some(Row {
-            version: row.get::<i32>(1)?.unwrap_or(0),
-            backbone: text(2)?,
-            normalize: row.get::<bool>(3)?.unwrap_or(true),
+            version: row.get::<i32>(1)?,
+            backbone: row.get::<String>(2)?,
+            normalize: row.get::<bool>(3)?,
             sizes: [int(4)?, int(5)?, int(6)?, int(7)?, int(8)?],
-            dropout: row.get::<f64>(9)?.unwrap_or(0.0),
-            table: row.get::<pg_sys::Oid>(10)?.unwrap_or(pg_sys::InvalidOid),
-            columns: [text(11)?, text(12)?, text(13)?],
-            ids: row.get::<Vec<u8>>(14)?.unwrap_or_default(),
-            weights: row.get::<Vec<u8>>(15)?.unwrap_or_default(),
+            dropout: row.get::<f64>(9)?,
+            table: row.get::<pg_sys::Oid>(10)?,
+            columns: [row.get::<String>(11)?, row.get::<String>(12)?, row.get::<String>(13)?],
+            ids: row.get::<Vec<u8>>(14)?,
+            weights: row.get::<Vec<u8>>(15)?,
             temperature: row.get::<f64>(16)?,
         }))
     })
     .unwrap_or_else(|e| spi_failed(e));
     let Some(row) = row else { raise_no_version(name) };
-    let version = row.version;
+    let version = row.version.unwrap_or_else(|| {
+        raise(Code::ERRCODE_DATA_CORRUPTED, format!("model \"{name}\": a stored version has no number"))
+    });
     let corrupt = |what: String| -> ! {
         raise(Code::ERRCODE_DATA_CORRUPTED, format!("model \"{name}\" version {version}: {what}"))
     };
+    let missing = |column: &str| -> ! { corrupt(format!("{column} is NULL")) };
+    let backbone_name = row.backbone.unwrap_or_else(|| missing("backbone"));
     let backbone =
-        parse_backbone(&row.backbone).unwrap_or_else(|| corrupt(format!("unknown backbone {}", row.backbone)));
-    let [n_items, dim, max_len, layers, heads] = row.sizes.map(|v| v.max(0) as usize);
+        parse_backbone(&backbone_name).unwrap_or_else(|| corrupt(format!("unknown backbone {backbone_name}")));
+    let names = ["n_items", "dim", "max_len", "layers", "heads"];
+    let mut sizes = [0usize; 5];
+    for ((size, value), column) in sizes.iter_mut().zip(row.sizes).zip(names) {
+        let value = value.unwrap_or_else(|| missing(column));
+        *size = usize::try_from(value).unwrap_or_else(|_| corrupt(format!("{column} is {value}")));
+    }
+    let [n_items, dim, max_len, layers, heads] = sizes;
     let config = ModelConfig {
         backbone,
         n_items,
@@ -138,18 +139,89 @@ pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
         max_len,
         layers,
         heads,
-        dropout: row.dropout,
-        normalize: row.normalize,
+        dropout: row.dropout.unwrap_or_else(|| missing("dropout")),
+        normalize: row.normalize.unwrap_or_else(|| missing("normalized")),
         dtype: DType::F32,
         temperature: row.temperature,
     };
-    let model = Recommender::from_safetensors(config, &row.weights)
-        .unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
-    let item_ids = decode_item_ids(&row.ids)
-        .filter(|ids| ids.len() == n_items)
-        .unwrap_or_else(|| corrupt("item ids do not match n_items".into()));
-    let [user_column, item_column, time_column] = row.columns;
-    LoadedModel { version, model, item_ids, source_table: row.table, user_column, item_column, time_column }
+    let weights = row.weights.unwrap_or_else(|| missing("weights"));
+    let model =
+        Recommender::from_safetensors(config, &weights).unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
+    let items = Vocabulary::decode(&row.ids.unwrap_or_else(|| missing("item_ids")), n_items)
+        .unwrap_or_else(|e| corrupt(e.to_string()));
+    let [user_column, item_column, time_column] = [
+        (row.columns[0].clone(), "user_column"),
+        (row.columns[1].clone(), "item_column"),
+        (row.columns[2].clone(), "time_column"),
+    ]
+    .map(|(c, column)| c.unwrap_or_else(|| missing(column)));
+    LoadedModel {
+        version,
+        model,
+        items,
+        source_table: row.table.unwrap_or_else(|| missing("source_table")),
+        user_column,
+        item_column,
+        time_column,
+    }
+}
+
+/// A trained version to store.
+pub struct NewVersion<'a> {
+    pub model_name: &'a str,
+    pub job_id: i64,
+    pub config: &'a ModelConfig,
+    pub dropout: f64,
+    pub n_users: i64,
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub valid_ndcg10: f64,
+    pub test_hr10: f64,
+    pub test_ndcg10: f64,
+    /// the vocabulary's stored form
+    pub item_ids: Vec<u8>,
+    /// safetensors
+    pub weights: Vec<u8>,
+}
+
+/// Inserts the next version of a model (the job row supplies what train()
+/// recorded: table, columns, options); returns its number.
+pub fn insert_version(v: &NewVersion<'_>) -> i32 {
+    let int = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    Spi::run_with_args(
+        "INSERT INTO tfllmer.model_names (model_name) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[v.model_name.into()],
+    )
+    .unwrap_or_else(|e| spi_failed(e));
+    first_value::<i32>(
+        "INSERT INTO tfllmer.model_store (model_name, version, job_id, backbone, normalized, init, n_items, n_users,
+                dim, max_len, layers, heads, dropout, options, source_table, source_name, user_column, item_column,
+                time_column, epochs, best_epoch, valid_ndcg10, test_hr10, test_ndcg10, item_ids, weights)
+         SELECT $1, coalesce((SELECT max(version) FROM tfllmer.model_store WHERE model_name = $1), 0) + 1,
+                $2, j.backbone, j.normalize, j.init, $3, $4, $5, $6, $7, $8, $9, j.options, j.source_table,
+                j.source_name, j.user_column, j.item_column, j.time_column, $10, $11, $12, $13, $14, $15, $16
+           FROM tfllmer.job_store j WHERE j.job_id = $2
+         RETURNING version",
+        &[
+            v.model_name.into(),
+            v.job_id.into(),
+            (v.config.n_items as i64).into(),
+            v.n_users.into(),
+            int(v.config.dim).into(),
+            int(v.config.max_len).into(),
+            int(v.config.layers).into(),
+            int(v.config.heads).into(),
+            v.dropout.into(),
+            int(v.epochs).into(),
+            int(v.best_epoch).into(),
+            v.valid_ndcg10.into(),
+            v.test_hr10.into(),
+            v.test_ndcg10.into(),
+            v.item_ids.as_slice().into(),
+            v.weights.as_slice().into(),
+        ],
+    )
+    .unwrap_or_else(|| raise(Code::ERRCODE_INTERNAL_ERROR, format!("job {}: the job row vanished", v.job_id)))
 }
 
 /// The ERROR for a model with no usable version.
@@ -160,17 +232,12 @@ pub fn raise_no_version(name: &str) -> ! {
     if !known {
         raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("model \"{name}\" does not exist"));
     }
-    let latest = first_pair::<i64, String>(
-        "SELECT job_id, state FROM tfllmer.jobs WHERE model_name = $1 ORDER BY job_id DESC LIMIT 1",
-        &[name.into()],
-    )
-    .unwrap_or((None, None));
-    let doing = match latest {
-        (Some(job), Some(state)) if state == "queued" || state == "running" => {
+    let doing = match jobs::latest_job_of_model(name) {
+        Some((job, state @ (JobState::Queued | JobState::Running))) => {
             format!("it is still training (job {job} is {state})")
         }
-        (Some(job), Some(state)) => format!("its latest job {job} {state}"),
-        _ => "it has no training job".to_string(),
+        Some((job, state)) => format!("its latest job {job} {state}"),
+        None => "it has no training job".to_string(),
     };
     raise_with_hint(
         Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

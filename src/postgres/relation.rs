@@ -17,6 +17,7 @@ fn owned_cstr(ptr: *mut std::ffi::c_char) -> Option<String> {
     if ptr.is_null() {
         None
     } else {
+        // SAFETY: ptr is non-NULL and points to a NUL-terminated string PostgreSQL allocated
         Some(unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
     }
 }
@@ -47,7 +48,9 @@ pub struct UserColumn {
 /// and be something that holds rows.
 pub fn readable_relation(value: Option<RegClass>, argument: &'static str) -> UserRelation {
     let RegClass(oid) = required(value, argument);
+    // SAFETY: a syscache lookup by OID; 0 for a missing relation
     let relkind = unsafe { pg_sys::get_rel_relkind(oid) } as u8;
+    // SAFETY: a syscache lookup by OID; NULL for a missing relation
     let name = owned_cstr(unsafe { pg_sys::get_rel_name(oid) });
     let (Some(name), true) = (name, relkind != 0) else {
         raise(
@@ -56,6 +59,7 @@ pub fn readable_relation(value: Option<RegClass>, argument: &'static str) -> Use
         );
     };
     let namespace =
+        // SAFETY: catalog lookups by OID; NULL for a missing namespace
         owned_cstr(unsafe { pg_sys::get_namespace_name(pg_sys::get_rel_namespace(oid)) }).unwrap_or_default();
     let display = format!("{namespace}.{name}");
     let holds_rows = [
@@ -79,6 +83,7 @@ impl UserRelation {
     pub fn column(&self, value: Option<SqlName>, argument: &str) -> UserColumn {
         let SqlName(name) = required(value, argument);
         let cname = CString::new(name.as_str()).unwrap_or_default();
+        // SAFETY: a syscache lookup with a NUL-terminated name that outlives the call
         let attnum = unsafe { pg_sys::get_attnum(self.oid, cname.as_ptr()) };
         if attnum < 0 {
             raise(
@@ -95,7 +100,9 @@ impl UserRelation {
                 format!("{argument}: column \"{name}\" does not exist in {} \"{}\"", self.argument, self.display),
             );
         }
+        // SAFETY: a plain getter of the backend's current role
         let user = unsafe { pg_sys::GetUserId() };
+        // SAFETY: an ACL check by OIDs and column number; it reads the catalog only
         let readable = unsafe {
             pg_sys::pg_class_aclcheck(self.oid, user, pg_sys::ACL_SELECT as pg_sys::AclMode)
                 == pg_sys::AclResult::ACLCHECK_OK
@@ -111,8 +118,11 @@ impl UserRelation {
                 ),
             );
         }
+        // SAFETY: a syscache lookup of a column that get_attnum just found
         let declared = unsafe { pg_sys::get_atttype(self.oid, attnum) };
+        // SAFETY: a type cache lookup by OID
         let base_type = unsafe { pg_sys::getBaseType(declared) };
+        // SAFETY: formats a type name by OID into a palloc'd string
         let type_name = owned_cstr(unsafe { pg_sys::format_type_be(declared) }).unwrap_or_default();
         UserColumn { quoted: quote_ident(&name), name, base_type, declared_type: declared, type_name }
     }
@@ -134,7 +144,17 @@ impl UserColumn {
 
     /// Whether values of this column can be ordered (a default btree order).
     pub fn is_orderable(&self) -> bool {
+        // SAFETY: a type cache lookup by OID; the entry lives as long as the
+        // backend and is only read
         let entry = unsafe { pg_sys::lookup_type_cache(self.base_type, pg_sys::TYPECACHE_LT_OPR as i32) };
+        // SAFETY: entry is non-NULL (checked) and lives as long as the backend
         !entry.is_null() && unsafe { (*entry).lt_opr } != pg_sys::InvalidOid
+    }
+
+    /// Whether the column holds strings (text, varchar, char, name, or a
+    /// domain or type of the string category): they order as text does.
+    pub fn is_string(&self) -> bool {
+        // SAFETY: a syscache lookup of the type's category by OID
+        unsafe { pg_sys::TypeCategory(self.base_type) as u8 == pg_sys::TYPCATEGORY_STRING }
     }
 }

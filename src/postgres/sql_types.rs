@@ -17,6 +17,7 @@ impl FromDatum for SqlName {
             return None;
         }
         // a name Datum points at a NUL-terminated NameData
+        // SAFETY: a non-NULL name/text datum points to a NUL-terminated value PostgreSQL keeps for the call
         let cstr = unsafe { CStr::from_ptr(datum.cast_mut_ptr::<std::ffi::c_char>()) };
         Some(SqlName(cstr.to_string_lossy().into_owned()))
     }
@@ -33,12 +34,15 @@ impl IntoDatum for SqlName {
     }
 }
 
+// SAFETY: the argument is unboxed through FromDatum, which checks for NULL
 unsafe impl<'fcx> ArgAbi<'fcx> for SqlName {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        // SAFETY: the argument comes from PostgreSQL's call frame, as ArgAbi requires
         unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| SqlName(String::new()))
     }
 }
 
+// SAFETY: the SQL type `name` matches the Rust type's datum representation
 unsafe impl SqlTranslatable for SqlName {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(SqlName);
     const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
@@ -57,6 +61,7 @@ impl FromDatum for RegClass {
         if is_null {
             None
         } else {
+            // SAFETY: a regclass datum is an OID passed by value
             unsafe { pg_sys::Oid::from_datum(datum, false) }.map(RegClass)
         }
     }
@@ -72,12 +77,15 @@ impl IntoDatum for RegClass {
     }
 }
 
+// SAFETY: the argument is unboxed through FromDatum, which checks for NULL
 unsafe impl<'fcx> ArgAbi<'fcx> for RegClass {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        // SAFETY: the argument comes from PostgreSQL's call frame, as ArgAbi requires
         unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or(RegClass(pg_sys::InvalidOid))
     }
 }
 
+// SAFETY: the SQL type `regclass` is an OID, as the Rust type holds
 unsafe impl SqlTranslatable for RegClass {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(RegClass);
     const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =

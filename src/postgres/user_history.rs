@@ -15,6 +15,7 @@ use super::sql_types::{RegClass, SqlName};
 /// (so a renamed table is still found) and quoted column names. Ordered as
 /// training orders a history: by time, then item id; newest first here.
 fn history_query(model: &ReadyModel) -> String {
+    // SAFETY: a syscache lookup by OID; NULL for a dropped table
     if unsafe { pg_sys::get_rel_name(model.source_table) }.is_null() {
         raise_with_hint(
             Code::ERRCODE_UNDEFINED_TABLE,
@@ -87,6 +88,7 @@ pub fn user_tokens(model: &ReadyModel, user: i64, all_seen: bool) -> Vec<u32> {
 /// user and the time column. Views and foreign tables are not checked.
 pub fn advise_history_index(source: &InteractionSource) {
     let checked = [pg_sys::RELKIND_RELATION, pg_sys::RELKIND_PARTITIONED_TABLE, pg_sys::RELKIND_MATVIEW];
+    // SAFETY: a syscache lookup by OID
     if !checked.contains(&(unsafe { pg_sys::get_rel_relkind(source.relation.oid) } as u8)) {
         return;
     }

@@ -4,7 +4,7 @@
 
 #[pg_test]
 fn worker_start_data_round_trips() {
-    use crate::postgres::jobs::WorkerStart;
+    use crate::postgres::jobs::launch::WorkerStart;
     let start = WorkerStart {
         database: pg_sys::Oid::from(16384),
         login_role: pg_sys::Oid::from(10),

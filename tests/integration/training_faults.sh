@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Training jobs under faults, on a real cluster: jobs beyond the free worker
-# slots queue and still finish; a worker killed with kill -9, a fast restart
+# slots queue and still finish; a panic inside the training loop (a
+# test-only fault point) ends the job 'failed' with the panic's message and
+# the queue moves on; a worker killed with kill -9, a fast restart
 # and an immediate restart each end the job as 'failed' with the reason
 # (never 'running' forever), and the model's earlier version stays in use;
 # a cancel, a cancelled statement or an immediate shutdown during the final
@@ -61,6 +63,35 @@ last=$(q "SELECT max(job_id) FROM tfllmer.jobs")
 q "SELECT tfllmer.wait_job($last, timeout_s => 300)" >/dev/null
 for j in $(q "SELECT job_id FROM tfllmer.jobs ORDER BY job_id"); do q "SELECT tfllmer.wait_job($j, timeout_s => 300)" >/dev/null; done
 check "every queued job ran to the end" "3 succeeded" "$(q "SELECT count(*) || ' ' || min(state) FROM tfllmer.jobs WHERE state = 'succeeded'")"
+
+# 1b. a panic inside the training loop (the build's test-only fault point
+#    "train-batch", switched on through the server's environment: the 6th
+#    batch of any job panics): the job ends failed with the panic's message,
+#    the worker exits, and the job queued behind it (one slot) starts
+#    without anyone calling wait_job for it
+as_root runuser -u "$PG_OS_USER" -- env "FAILPOINTS=train-batch=5*off->panic(injected fault in the training loop)" \
+    "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -m fast -o "$(server_options "$dir" "$PGPORT")" \
+    restart >/dev/null
+tiny='{"epochs": 1, "batch_size": 64, "max_len": 10, "dim": 8}'
+panicky=$(q "SELECT tfllmer.train('panicky', 'long_walks', options => '$long')")
+behind=$(psql_q -d "$db" -A -t -c "SELECT tfllmer.train('behind_the_panic', 'walks', options => '$tiny')" 2>/dev/null)
+check "panic: the second job waits for the only slot" queued "$(q "SELECT state FROM tfllmer.jobs WHERE job_id = $behind")"
+check "panic: the job ends failed" failed "$(q "SELECT tfllmer.wait_job($panicky, timeout_s => 300)")"
+check "panic: the job's error is the panic's message" t \
+    "$(q "SELECT error LIKE '%injected fault in the training loop%' FROM tfllmer.jobs WHERE job_id = $panicky")"
+check "panic: the error is not the lost-worker text" f \
+    "$(q "SELECT error LIKE '%ended without finishing%' FROM tfllmer.jobs WHERE job_id = $panicky")"
+check "panic: no Rust backtrace or source location in the error" f \
+    "$(q "SELECT error ~ '(backtrace|\\.rs:[0-9]|panicked at)' FROM tfllmer.jobs WHERE job_id = $panicky")"
+for _ in $(seq 1 600); do
+    [ "$(q "SELECT state FROM tfllmer.jobs WHERE job_id = $behind")" = succeeded ] && break
+    sleep 0.1
+done
+check "panic: the queued job started after the panic and finished" succeeded \
+    "$(q "SELECT state FROM tfllmer.jobs WHERE job_id = $behind")"
+check "panic: the failed job's worker is gone" 0 \
+    "$(q "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tfllmer job $panicky'")"
+
 psql_q -d postgres -c "ALTER SYSTEM RESET max_worker_processes" -c "ALTER SYSTEM RESET max_parallel_workers_per_gather"
 pg_ctl_as_owner -m fast -o "$(server_options "$dir" "$PGPORT")" restart
 

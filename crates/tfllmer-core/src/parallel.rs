@@ -87,6 +87,8 @@ fn spawn_without_signals<'scope, 'env, R: Send + 'scope>(
 /// mask: threads started inside inherit the blocked mask.
 pub fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(unix)]
+    // SAFETY: sigset_t is plain data (zeroed is a valid empty set); the
+    // mask calls only touch this thread's mask and the local sets
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
@@ -148,6 +150,7 @@ mod tests {
     fn helper_threads_block_signals() {
         let blocked = join(
             2,
+            // SAFETY: reads this thread's signal mask into a local set
             || unsafe {
                 let mut mask: libc::sigset_t = std::mem::zeroed();
                 libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask);
@@ -158,6 +161,7 @@ mod tests {
         .0;
         assert!(blocked);
         // and the calling thread's mask is unchanged
+        // SAFETY: as above, for the calling thread
         let here = unsafe {
             let mut mask: libc::sigset_t = std::mem::zeroed();
             libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask);

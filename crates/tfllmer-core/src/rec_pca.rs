@@ -53,11 +53,27 @@ pub struct RecPcaParams {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RecPcaError {
     Empty,
-    Dim { dim: i64, input_dim: usize, n_items: usize },
+    Dim {
+        dim: i64,
+        input_dim: usize,
+        n_items: usize,
+    },
     Lambda(f64),
-    NotFinite { item: i64 },
+    NotFinite {
+        item: i64,
+    },
     DuplicateItem(i64),
-    Ragged { item: i64, len: usize, expected: usize },
+    Ragged {
+        item: i64,
+        len: usize,
+        expected: usize,
+    },
+    /// the normalised, centred embeddings vary in fewer directions than dim
+    Rank {
+        rank: usize,
+        dim: usize,
+        n_items: usize,
+    },
     Eigen,
 }
 
@@ -75,6 +91,12 @@ impl fmt::Display for RecPcaError {
             Self::Ragged { item, len, expected } => {
                 write!(f, "the embedding of item {item} has {len} values, the others {expected}")
             }
+            Self::Rank { rank, dim, n_items } => write!(
+                f,
+                "the {n_items} embeddings, once scaled to unit length and centred, vary in only {rank} \
+                 direction(s), fewer than dim = {dim} (vectors that point the same way are identical after the \
+                 scaling)"
+            ),
             Self::Eigen => write!(f, "the eigensolver did not converge"),
         }
     }
@@ -138,6 +160,11 @@ pub fn validate(embeddings: &Embeddings) -> Result<(), RecPcaError> {
     Ok(())
 }
 
+/// An eigenvalue of S = XᵀX at most this share of tr(S) is no direction
+/// of variance: X is stored in f32, whose rounding puts noise eigenvalues
+/// near 1e-15·tr(S); real directions are far above 1e-9.
+const RANK_TOLERANCE: f64 = 1e-9;
+
 /// Runs Rec-PCA. `adjacency`, when given, is the normalised graph Â over the
 /// same rows as `embeddings` (see `CooccurrenceGraph::normalized_adjacency_for`).
 /// The embedding values are overwritten by X (normalised, centred).
@@ -191,8 +218,16 @@ pub fn rec_pca(
         || top_eigenvectors(m.as_ref(), dim),
     );
     let (w, eigenvalues) = rec?;
+    let pca = pca.transpose()?;
 
     let total = trace(s.as_ref());
+    // S's largest eigenvalues: the directions of variance X has (with no
+    // graph term M is S itself)
+    let variances = pca.as_ref().map_or(&eigenvalues, |(_, v)| v);
+    let rank = variances.iter().filter(|&&v| v > RANK_TOLERANCE * total).count();
+    if rank < dim {
+        return Err(RecPcaError::Rank { rank, dim, n_items: n });
+    }
     let kept = quadratic_trace(s.as_ref(), w.as_ref());
     let retained_variance = if total > 0.0 { kept / total } else { 0.0 };
     let (graph_tv, graph_tv_pca) = match &g {
@@ -207,8 +242,8 @@ pub fn rec_pca(
                     0.0
                 }
             };
-            let pca_tv = match pca {
-                Some(pca) => tv(pca?.0.as_ref()),
+            let pca_tv = match &pca {
+                Some((pca, _)) => tv(pca.as_ref()),
                 None => tv(w.as_ref()),
             };
             (Some(tv(w.as_ref())), Some(pca_tv))
@@ -636,6 +671,35 @@ mod tests {
         dup.ids[3] = dup.ids[1];
         assert_eq!(validate(&dup), Err(RecPcaError::DuplicateItem(4)));
         assert_eq!(validate(&Embeddings { ids: vec![], input_dim: 4, values: vec![] }), Err(RecPcaError::Empty));
+    }
+
+    #[test]
+    fn fewer_directions_of_variance_than_dim_is_an_error() {
+        // parallel vectors are identical once scaled: no variance at all
+        let parallel = Embeddings { ids: vec![1, 2, 3], input_dim: 2, values: vec![1.0, 0.0, 2.0, 0.0, 5.0, 0.0] };
+        let params = RecPcaParams::new(1, 0.5, 2, 3).unwrap();
+        assert_eq!(
+            rec_pca(parallel, None, params, &mut no_progress()).err(),
+            Some(RecPcaError::Rank { rank: 0, dim: 1, n_items: 3 })
+        );
+        // eight vectors in a 2-d plane of a 5-d space: two directions
+        let values = (0..8)
+            .flat_map(|i| {
+                let a = i as f32 * 0.7;
+                [a.cos() * (1.0 + i as f32), a.sin() * (1.0 + i as f32), 0.0, 0.0, 0.0]
+            })
+            .collect();
+        let plane = Embeddings { ids: (1..=8).collect(), input_dim: 5, values };
+        let rank = |e: &Embeddings, dim: i64, graph: bool| {
+            let g = ring_graph(8, 1);
+            let (a, _) = g.normalized_adjacency_for(&e.ids);
+            let adjacency = graph.then_some(&a);
+            rec_pca(e.clone(), adjacency, RecPcaParams::new(dim, 0.5, 5, 8).unwrap(), &mut no_progress()).map(|o| o.dim)
+        };
+        for graph in [false, true] {
+            assert_eq!(rank(&plane, 2, graph), Ok(2));
+            assert_eq!(rank(&plane, 3, graph), Err(RecPcaError::Rank { rank: 2, dim: 3, n_items: 8 }));
+        }
     }
 
     #[test]

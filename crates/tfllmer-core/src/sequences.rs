@@ -3,6 +3,7 @@
 //! items the graph holds out are exactly the validation and test targets.
 
 use crate::graph::Event;
+use crate::vocabulary::Vocabulary;
 
 /// Reorders `events` so that each user's events are contiguous and in
 /// history order: by time, equal times by item id. Returns each user's
@@ -123,8 +124,15 @@ impl IdIndex {
 
 /// Every user's history as item tokens: token t ≥ 1 is item `items[t - 1]`,
 /// token 0 is padding (never an item).
+/// The vocabulary of an index's ids (ascending and distinct by
+/// construction).
+fn vocabulary(index: IdIndex) -> Vocabulary {
+    Vocabulary::new(index.into_ids())
+}
+
 pub struct Histories {
-    pub items: Vec<i64>,
+    /// the items that occur, in token order
+    pub items: Vocabulary,
     pub users: Vec<i64>,
     pub sequences: Vec<Vec<u32>>,
 }
@@ -135,17 +143,17 @@ impl Histories {
         let segments = order_histories(&mut events);
         let index = IdIndex::new(events.iter().map(|e| e.item));
         let (users, sequences) = Self::tokens(&events, &segments, &index);
-        Histories { items: index.into_ids(), users, sequences }
+        Histories { items: vocabulary(index), users, sequences }
     }
 
     /// Histories over a fixed item vocabulary (a trained model's): events of
     /// other items are left out of the sequences. Returns how many were.
-    pub fn with_items(mut events: Vec<Event>, items: Vec<i64>) -> (Self, usize) {
+    pub fn with_items(mut events: Vec<Event>, items: &Vocabulary) -> (Self, usize) {
         let segments = order_histories(&mut events);
-        let index = IdIndex::new(items.iter().copied());
+        let index = IdIndex::new(items.ids().iter().copied());
         let (users, sequences) = Self::tokens(&events, &segments, &index);
         let unknown = events.len() - sequences.iter().map(Vec::len).sum::<usize>();
-        (Histories { items: index.into_ids(), users, sequences }, unknown)
+        (Histories { items: vocabulary(index), users, sequences }, unknown)
     }
 
     fn tokens(events: &[Event], segments: &[(usize, usize)], index: &IdIndex) -> (Vec<i64>, Vec<Vec<u32>>) {
@@ -163,7 +171,7 @@ impl Histories {
 
     /// The token of an item id.
     pub fn token(&self, item: i64) -> Option<u32> {
-        self.items.binary_search(&item).ok().map(|i| i as u32 + 1)
+        self.items.token(item)
     }
 }
 
@@ -204,7 +212,7 @@ mod tests {
     #[test]
     fn histories_follow_time_then_item_order() {
         let h = Histories::from_events(vec![ev(2, 5, 30), ev(1, 2, 10), ev(2, 1, 20), ev(1, 2, 5), ev(2, 5, 7)]);
-        assert_eq!(h.items, vec![5, 7, 10, 20, 30]);
+        assert_eq!(h.items.ids(), &[5, 7, 10, 20, 30]);
         assert_eq!(h.users, vec![1, 2]);
         // user 1: 5 and 10 at the same time -> 5 first; user 2: 20, then 7 and 30 tied
         assert_eq!(h.sequences, vec![vec![1, 3], vec![4, 2, 5]]);
@@ -215,16 +223,16 @@ mod tests {
     #[test]
     fn a_fixed_vocabulary_drops_unknown_items() {
         let events = vec![ev(1, 1, 10), ev(1, 2, 99), ev(1, 3, 30), ev(2, 1, 20)];
-        let (h, unknown) = Histories::with_items(events, vec![30, 10, 20]);
+        let (h, unknown) = Histories::with_items(events, &Vocabulary::new(vec![30, 10, 20]));
         assert_eq!(unknown, 1);
-        assert_eq!(h.items, vec![10, 20, 30]);
+        assert_eq!(h.items.ids(), &[10, 20, 30]);
         assert_eq!(h.sequences, vec![vec![1, 3], vec![2]]);
     }
 
     #[test]
     fn leave_one_out_splits_each_user() {
         let h = Histories {
-            items: (1..=9).collect(),
+            items: Vocabulary::new((1..=9).collect()),
             users: vec![1, 2, 3],
             sequences: vec![vec![1, 2, 3, 4, 5], vec![6, 7], vec![8, 9, 1]],
         };

@@ -14,7 +14,7 @@ use tfllmer_core::graph::Event;
 use tfllmer_core::sequences::{leave_one_out, Histories};
 use tfllmer_train::model::{Backbone, ModelConfig, Recommender};
 use tfllmer_train::rng::SplitMix64;
-use tfllmer_train::train::{evaluate, train, Control, TrainOptions};
+use tfllmer_train::train::{evaluate, train, Callbacks, Control, EpochReport, TrainOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -67,8 +67,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &valid,
         &options,
         &mut rng,
-        &mut |r| {
-            println!(
+        &mut Callbacks {
+            on_epoch: |r: &EpochReport| {
+                println!(
                 "{{\"epoch\": {}, \"loss\": {:.5}, \"epoch_s\": {:.2}, \"valid_ndcg10\": {:.4}, \"valid_hr10\": {:.4}}}",
                 r.epoch,
                 r.train_loss,
@@ -76,9 +77,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 r.valid_ndcg10,
                 r.valid_hr10
             );
-            Control::Continue
+                Control::Continue
+            },
+            between_batches: || Control::Continue,
         },
-        &mut || Control::Continue,
     )?;
     let t = evaluate(&model, &test, 10)?;
     println!(

@@ -248,6 +248,15 @@ pub(crate) fn gemm<T: Real>(
     }
 }
 
+/// Scales each `dim`-wide row to unit length, e / sqrt(‖e‖² + 1e-24), the
+/// item table's normalisation (zero rows stay zero).
+pub fn normalize_rows(rows: &mut [f32], dim: usize) {
+    for row in rows.chunks_exact_mut(dim.max(1)) {
+        let n = (row.iter().map(|&v| v * v).sum::<f32>() + 1e-24).sqrt();
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+}
+
 /// Rows per block of a reduction over rows: blocks are summed in order, so
 /// results do not depend on how many threads ran them.
 pub(crate) const ROW_BLOCK: usize = 256;

@@ -6,6 +6,7 @@
 //! generator of our own ([`rng::SplitMix64`]): candle's CPU RNG cannot be
 //! seeded, and runs must be reproducible for a given seed.
 
+pub mod init;
 mod kernels;
 pub mod loss;
 pub mod model;

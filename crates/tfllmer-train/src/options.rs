@@ -45,7 +45,22 @@ pub const KEYS: &[&str] = &[
     "max_train_seconds",
 ];
 
-pub const DEFAULT_DIM: usize = 64;
+/// The options' defaults (those of shared/reference/sasrec_ref.py),
+/// written once: parsing and [`crate::train::TrainOptions::default`] use them.
+pub mod defaults {
+    pub const EPOCHS: usize = 200;
+    pub const BATCH_SIZE: usize = 128;
+    pub const LEARNING_RATE: f64 = 1e-3;
+    pub const MAX_LEN: usize = 50;
+    /// without an init embedding (with one, its dimension)
+    pub const DIM: usize = 64;
+    pub const SASREC_LAYERS: usize = 2;
+    pub const GRU4REC_LAYERS: usize = 1;
+    pub const HEADS: usize = 1;
+    pub const DROPOUT: f64 = 0.2;
+    pub const PATIENCE: usize = 10;
+    pub const SEED: u64 = 7;
+}
 
 /// A user's mistake in the options, as a message naming the key.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,7 +128,7 @@ impl TrainingOptions {
         if let Some(unknown) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
             return Err(OptionsError(format!("options: unknown key \"{unknown}\" (known keys: {})", KEYS.join(", "))));
         }
-        let default_dim = init_dim.unwrap_or(DEFAULT_DIM) as i64;
+        let default_dim = init_dim.unwrap_or(defaults::DIM) as i64;
         let dim = integer(map, "dim", 1, 4096, default_dim)? as usize;
         if let Some(init_dim) = init_dim {
             if dim != init_dim {
@@ -123,29 +138,41 @@ impl TrainingOptions {
                 )));
             }
         }
-        let layers = integer(map, "layers", 1, 16, if backbone == Backbone::SasRec { 2 } else { 1 })? as usize;
+        let default_layers =
+            if backbone == Backbone::SasRec { defaults::SASREC_LAYERS } else { defaults::GRU4REC_LAYERS };
+        let layers = integer(map, "layers", 1, 16, default_layers as i64)? as usize;
         if backbone == Backbone::Gru4Rec && layers != 1 {
             return Err(OptionsError(format!("options.layers must be 1 for gru4rec (one GRU layer), got {layers}")));
         }
-        let heads = integer(map, "heads", 1, 64, 1)? as usize;
+        let heads = integer(map, "heads", 1, 64, defaults::HEADS as i64)? as usize;
         if !dim.is_multiple_of(heads) {
             return Err(OptionsError(format!("options.heads ({heads}) must divide dim ({dim})")));
         }
         Ok(TrainingOptions {
-            epochs: integer(map, "epochs", 1, 100_000, 200)? as usize,
-            batch_size: integer(map, "batch_size", 1, 65_536, 128)? as usize,
-            learning_rate: number(map, "learning_rate", 0.0, false, 1.0, true)?.unwrap_or(1e-3),
-            max_len: integer(map, "max_len", 1, 1024, 50)? as usize,
+            epochs: integer(map, "epochs", 1, 100_000, defaults::EPOCHS as i64)? as usize,
+            batch_size: integer(map, "batch_size", 1, 65_536, defaults::BATCH_SIZE as i64)? as usize,
+            learning_rate: number(map, "learning_rate", 0.0, false, 1.0, true)?.unwrap_or(defaults::LEARNING_RATE),
+            max_len: integer(map, "max_len", 1, 1024, defaults::MAX_LEN as i64)? as usize,
             dim,
             layers,
             heads,
-            dropout: number(map, "dropout", 0.0, true, 1.0, false)?.unwrap_or(0.2),
-            patience: integer(map, "patience", 1, 100_000, 10)? as usize,
-            seed: integer(map, "seed", 0, i64::MAX, 7)? as u64,
+            dropout: number(map, "dropout", 0.0, true, 1.0, false)?.unwrap_or(defaults::DROPOUT),
+            patience: integer(map, "patience", 1, 100_000, defaults::PATIENCE as i64)? as usize,
+            seed: integer(map, "seed", 0, i64::MAX, defaults::SEED as i64)? as u64,
             temperature: number(map, "temperature", 0.0, false, 100.0, true)?,
             threads: integer(map, "threads", 1, 64, default_threads.clamp(1, 64) as i64)? as usize,
             max_train_seconds: number(map, "max_train_seconds", 0.0, false, 1e9, true)?,
         })
+    }
+
+    /// What the training loop needs of these options.
+    pub fn train_options(&self) -> crate::train::TrainOptions {
+        crate::train::TrainOptions {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            patience: self.patience,
+        }
     }
 
     /// The resolved options as a JSON object (stored with the job; parsing

@@ -22,7 +22,13 @@ pub struct TrainOptions {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self { epochs: 200, batch_size: 128, learning_rate: 1e-3, patience: 10 }
+        use crate::options::defaults;
+        Self {
+            epochs: defaults::EPOCHS,
+            batch_size: defaults::BATCH_SIZE,
+            learning_rate: defaults::LEARNING_RATE,
+            patience: defaults::PATIENCE,
+        }
     }
 }
 
@@ -39,6 +45,53 @@ pub struct EpochReport {
 pub enum Control {
     Continue,
     Stop,
+}
+
+/// Who follows a training run: hears every batch and every epoch, and may
+/// stop the run at either (a cancel request, a time limit).
+pub trait TrainObserver {
+    /// After each optimisation step.
+    fn between_batches(&mut self) -> Control;
+    /// After each epoch's validation.
+    fn on_epoch(&mut self, report: &EpochReport) -> Control;
+}
+
+/// An observer that lets every run go to its end.
+pub struct RunToEnd;
+
+impl TrainObserver for RunToEnd {
+    fn between_batches(&mut self) -> Control {
+        Control::Continue
+    }
+    fn on_epoch(&mut self, _report: &EpochReport) -> Control {
+        Control::Continue
+    }
+}
+
+/// An observer made of two closures (tests, examples).
+pub struct Callbacks<E, B> {
+    pub on_epoch: E,
+    pub between_batches: B,
+}
+
+impl<E: FnMut(&EpochReport) -> Control, B: FnMut() -> Control> TrainObserver for Callbacks<E, B> {
+    fn between_batches(&mut self) -> Control {
+        (self.between_batches)()
+    }
+    fn on_epoch(&mut self, report: &EpochReport) -> Control {
+        (self.on_epoch)(report)
+    }
+}
+
+/// The users whose training sequences make samples: input q[..n−1],
+/// targets q[1..], so a sequence needs at least 2 items.
+pub fn training_samples<'a>(train: &[&'a [u32]]) -> Vec<&'a [u32]> {
+    train.iter().copied().filter(|q| q.len() >= 2).collect()
+}
+
+/// Optimisation steps per epoch for `samples` samples.
+pub fn batches_per_epoch(samples: usize, batch_size: usize) -> usize {
+    samples.div_ceil(batch_size.max(1)).max(1)
 }
 
 /// Ranks `target` after each history (full ranking, history masked) and
@@ -59,24 +112,22 @@ pub fn evaluate(model: &Recommender, cases: &[(&[u32], u32)], k: usize) -> Resul
 }
 
 /// Trains `model` in place. `train` holds each user's training sequence,
-/// `valid` the validation cases. `on_epoch` hears every epoch's report and
-/// may stop the run; `between_batches` may stop it within an epoch. Returns
-/// the reports; the model ends with the weights of the best epoch.
+/// `valid` the validation cases. `observer` hears every batch and epoch and
+/// may stop the run. Returns the reports; the model ends with the weights
+/// of the best epoch.
 pub fn train(
     model: &Recommender,
     train: &[&[u32]],
     valid: &[(&[u32], u32)],
     options: &TrainOptions,
     rng: &mut SplitMix64,
-    on_epoch: &mut dyn FnMut(&EpochReport) -> Control,
-    between_batches: &mut dyn FnMut() -> Control,
+    observer: &mut dyn TrainObserver,
 ) -> Result<Vec<EpochReport>> {
     let vars = model.vars();
     let params = ParamsAdamW { lr: options.learning_rate, weight_decay: 0.0, ..Default::default() };
     let mut opt = AdamW::new(vars.clone(), params)?;
     let len = model.config.max_len;
-    // samples: input q[..n-1] -> targets q[1..], sequences of at least 2 items
-    let samples: Vec<&[u32]> = train.iter().copied().filter(|q| q.len() >= 2).collect();
+    let samples = training_samples(train);
     let mut reports = Vec::new();
     let mut best: Option<(f64, Vec<Tensor>)> = None;
     let mut since_best = 0;
@@ -94,7 +145,10 @@ pub fn train(
             loss_sum += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? * count as f64;
             positions += count;
             opt.backward_step(&loss)?;
-            if let Control::Stop = between_batches() {
+            // a test-only fault point (feature "failpoints"): a panic here
+            // is a panic inside a training job
+            fail::fail_point!("train-batch");
+            if let Control::Stop = observer.between_batches() {
                 break 'epochs;
             }
         }
@@ -115,7 +169,7 @@ pub fn train(
         } else {
             since_best += 1;
         }
-        let stop = matches!(on_epoch(&report), Control::Stop);
+        let stop = matches!(observer.on_epoch(&report), Control::Stop);
         reports.push(report);
         if stop || since_best >= options.patience {
             break;
@@ -191,11 +245,13 @@ mod tests {
             &valid,
             &options,
             &mut rng,
-            &mut |r| {
-                seen.push(r.epoch);
-                Control::Continue
+            &mut Callbacks {
+                on_epoch: |r: &EpochReport| {
+                    seen.push(r.epoch);
+                    Control::Continue
+                },
+                between_batches: || Control::Continue,
             },
-            &mut || Control::Continue,
         )
         .unwrap();
         assert_eq!(seen, (1..=15).collect::<Vec<_>>());
@@ -228,15 +284,18 @@ mod tests {
         let model = Recommender::new(cfg, None, &mut rng).unwrap();
         let mut batches = 0;
         let options = TrainOptions { epochs: 50, batch_size: 8, ..TrainOptions::default() };
-        let reports = train(&model, &train_part, &valid, &options, &mut rng, &mut |_| Control::Continue, &mut || {
-            batches += 1;
-            if batches == 3 {
-                Control::Stop
-            } else {
-                Control::Continue
-            }
-        })
-        .unwrap();
+        let mut observer = Callbacks {
+            on_epoch: |_: &EpochReport| Control::Continue,
+            between_batches: || {
+                batches += 1;
+                if batches == 3 {
+                    Control::Stop
+                } else {
+                    Control::Continue
+                }
+            },
+        };
+        let reports = train(&model, &train_part, &valid, &options, &mut rng, &mut observer).unwrap();
         assert_eq!(batches, 3);
         assert!(reports.is_empty(), "no epoch finished");
     }

@@ -4,6 +4,7 @@
 use tfllmer_train::threads::init_compute_threads;
 
 fn sigint_blocked_here() -> bool {
+    // SAFETY: reads this thread's signal mask into a local (zeroed = empty) set
     unsafe {
         let mut mask: libc::sigset_t = std::mem::zeroed();
         libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask);
@@ -24,6 +25,7 @@ fn pool_threads_have_every_signal_blocked() {
     // only this test's thread and the process's main thread may take them
     let x = candle_core::Tensor::ones((1024, 512), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     let _ = (x.exp().unwrap() + &x).unwrap().matmul(&x.t().unwrap()).unwrap();
+    // SAFETY: gettid has no preconditions
     let me = unsafe { libc::gettid() }.to_string();
     let main = std::process::id().to_string();
     let mut helpers = 0;

@@ -1,14 +1,12 @@
-//! Training jobs: rows of `tfllmer.job_store` and the background workers
-//! that run them. A job is 'queued' until its worker claims it, 'running'
-//! while the worker trains, then 'succeeded', 'failed' or 'cancelled'.
-//! A worker that dies without finishing (kill -9, crash, restart) leaves a
-//! 'running' row whose worker is gone: the `tfllmer.jobs` view shows it as
-//! failed at once, and [`record_lost_jobs`] writes that down.
+//! Starting training workers: a dynamic background worker per job (no
+//! `shared_preload_libraries` needed), and the queue of jobs that found
+//! every worker slot taken.
 
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::prelude::*;
 
-use super::spi::spi_failed;
+use crate::postgres::backend;
+use crate::postgres::spi::spi_failed;
 
 /// The exported symbol of the worker's entry point (src/worker.rs).
 pub const WORKER_FUNCTION: &str = "tfllmer_training_worker_main";
@@ -84,7 +82,7 @@ pub fn launch_queued_jobs(max_jobs: i32) -> usize {
         Ok::<_, pgrx::spi::Error>(out)
     })
     .unwrap_or_else(|e| spi_failed(e));
-    let database = unsafe { pg_sys::MyDatabaseId };
+    let database = backend::database();
     let mut launched = 0;
     for (job_id, login_role, owner) in claimed {
         if launch_worker(job_id, &WorkerStart { database, login_role, owner, creator_xid: 0 }) {
@@ -95,21 +93,4 @@ pub fn launch_queued_jobs(max_jobs: i32) -> usize {
         }
     }
     launched
-}
-
-/// Marks the caller's jobs whose worker is gone as failed, with the reason
-/// the `jobs` view shows.
-pub fn record_lost_jobs() {
-    Spi::run(
-        "UPDATE tfllmer.job_store s
-            SET state = 'failed', finished_at = now(), updated_at = now(),
-                error = 'the training worker (PID ' || s.worker_pid || ') ended without finishing the job: '
-                        || 'it was killed, crashed, or the server restarted'
-          WHERE s.state = 'running' AND NOT tfllmer.job_worker_alive(s.worker_pid, s.job_id)",
-    )
-    .unwrap_or_else(|e| spi_failed(e));
-}
-
-pub fn is_final(state: &str) -> bool {
-    matches!(state, "succeeded" | "failed" | "cancelled")
 }

@@ -1,0 +1,197 @@
+//! One job from claim to saved version: act as the caller, wait for the
+//! creating transaction, claim the job, read the data, train, evaluate on
+//! the test split and store the version (or end cancelled / failed).
+
+use std::time::Duration;
+
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use tfllmer_core::embedding_codec;
+use tfllmer_core::sequences::{leave_one_out, Histories};
+use tfllmer_train::error_message;
+use tfllmer_train::init::initial_item_table;
+use tfllmer_train::model::{ModelConfig, Recommender};
+use tfllmer_train::options::TrainingOptions;
+use tfllmer_train::rng::SplitMix64;
+use tfllmer_train::train::{batches_per_epoch, evaluate, train, training_samples};
+
+use super::progress::{Progress, Stop};
+use super::Outcome;
+use crate::postgres::backend;
+use crate::postgres::catalog::EMBEDDINGS;
+use crate::postgres::errors::{raise, Code};
+use crate::postgres::interactions::InteractionSource;
+use crate::postgres::jobs::launch::WorkerStart;
+use crate::postgres::jobs::worker::{self as job, Creator, JobSpec};
+use crate::postgres::jobs::JobState;
+use crate::postgres::models::{self, parse_backbone, NewVersion};
+use crate::postgres::relation::readable_relation;
+use crate::postgres::sql_types::{RegClass, SqlName};
+use crate::postgres::xact::transaction;
+
+pub(super) fn run_job(job_id: i64, start: &WorkerStart) -> Outcome {
+    // act as the caller; name ourselves so that liveness checks find us
+    let setup = transaction(|| {
+        Spi::run_with_args(
+            "SELECT pg_catalog.set_config('role', (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = $1), false),
+                    pg_catalog.set_config('application_name', 'tfllmer job ' || $2, false),
+                    pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)",
+            &[start.owner.into(), job_id.into()],
+        )
+        .map_err(|e| e.to_string())
+    });
+    if let Err(e) | Ok(Err(e)) = setup {
+        return Outcome::Failed(format!("could not act as the job's role: {e}"));
+    }
+    if !wait_for_creator(start.creator_xid) {
+        return Outcome::NotMine;
+    }
+    let spec = match transaction(|| job::claim(job_id)) {
+        Ok(Some(spec)) => spec,
+        Ok(None) => return Outcome::NotMine,
+        Err(e) => return Outcome::Failed(e),
+    };
+    match train_job(job_id, &spec) {
+        Ok(state) => Outcome::Finished(state),
+        Err(message) => Outcome::Failed(message),
+    }
+}
+
+/// Waits until the transaction that called train() has ended; false when
+/// it rolled back (or the server is shutting down).
+fn wait_for_creator(xid: u64) -> bool {
+    if xid == 0 {
+        return true;
+    }
+    loop {
+        match transaction(|| job::creator_status(xid)) {
+            Ok(Creator::InProgress) => {}
+            Ok(Creator::Committed) | Err(_) => return true,
+            Ok(Creator::Aborted) => return false,
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
+            return false;
+        }
+    }
+}
+
+/// What the worker reads before training: the histories and the init rows.
+struct TrainingData {
+    histories: Histories,
+    init: Option<Vec<f32>>,
+    detail: Vec<String>,
+}
+
+fn read_data(spec: &JobSpec, dim: usize, rng: &mut SplitMix64) -> TrainingData {
+    if !backend::relation_exists(spec.source_table) {
+        raise(
+            Code::ERRCODE_UNDEFINED_TABLE,
+            format!("interactions: table {} was dropped after train() was called", spec.source_name),
+        );
+    }
+    let relation = readable_relation(Some(RegClass(spec.source_table)), "interactions");
+    let [user, item, time] = spec.columns.clone().map(|c| Some(SqlName(c)));
+    let read = InteractionSource::new(relation, user, item, time).read_events();
+    let mut detail = Vec::new();
+    if read.null_rows > 0 {
+        detail.push(format!("skipped {} interaction(s) with NULL user, item or time", read.null_rows));
+    }
+    let histories = Histories::from_events(read.events);
+    let init = spec.init.as_ref().map(|name| {
+        let stored = embedding_codec::decode(&EMBEDDINGS.load_blob(name))
+            .unwrap_or_else(|e| raise(Code::ERRCODE_DATA_CORRUPTED, format!("embedding \"{name}\": {e}")));
+        if stored.dim != dim {
+            raise(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("init: embedding \"{name}\" now has dimension {}, the job expects {dim}", stored.dim),
+            );
+        }
+        let table = initial_item_table(&histories.items, &stored, rng);
+        if table.missing > 0 {
+            detail.push(format!("{} item(s) have no vector in embedding \"{name}\" and start random", table.missing));
+        }
+        table.rows
+    });
+    TrainingData { histories, init, detail }
+}
+
+fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
+    let backbone = parse_backbone(&spec.backbone).ok_or_else(|| format!("unknown backbone \"{}\"", spec.backbone))?;
+    let options = TrainingOptions::parse(&spec.options, backbone, None, 1).map_err(|e| e.0)?;
+    tfllmer_train::threads::init_compute_threads(options.threads);
+    let mut rng = SplitMix64::new(options.seed);
+    let data = transaction(|| read_data(spec, options.dim, &mut rng))?;
+    let split = leave_one_out(&data.histories);
+    if split.train.is_empty() {
+        return Err("no user has at least 3 interactions: leave-one-out needs a training, a validation and a \
+                    test item per user"
+            .into());
+    }
+    let n_users = split.train.len() as i64;
+    let n_items = data.histories.n_items() as i64;
+    let detail = (!data.detail.is_empty()).then(|| data.detail.join("; "));
+    transaction(|| job::record_data(job_id, n_users, n_items, detail))?;
+
+    let config = ModelConfig {
+        backbone,
+        n_items: data.histories.n_items(),
+        dim: options.dim,
+        max_len: options.max_len,
+        layers: options.layers,
+        heads: options.heads,
+        dropout: options.dropout,
+        normalize: spec.normalize,
+        dtype: tfllmer_train::DType::F32,
+        temperature: options.temperature,
+    };
+    let model = Recommender::new(config, data.init.as_deref(), &mut rng).map_err(|e| error_message(&e))?;
+    let train_seqs: Vec<&[u32]> = split.train.iter().map(|t| t.1).collect();
+    let valid: Vec<(&[u32], u32)> = split.valid.iter().map(|v| (v.1, v.2)).collect();
+    let test: Vec<(&[u32], u32)> = split.test.iter().map(|v| (v.1, v.2)).collect();
+    let batches = batches_per_epoch(training_samples(&train_seqs).len(), options.batch_size);
+    let mut progress = Progress::new(job_id, options.epochs, batches, options.max_train_seconds);
+    let reports = train(&model, &train_seqs, &valid, &options.train_options(), &mut rng, &mut progress)
+        .map_err(|e| format!("training failed: {}", error_message(&e)))?;
+    match progress.into_stop() {
+        Some(Stop::Cancelled) => {
+            transaction(|| job::finish(job_id, JobState::Cancelled, None))?;
+            return Ok(JobState::Cancelled);
+        }
+        Some(Stop::Shutdown) => {
+            return Err("the server shut down (or the worker was terminated) during training".into())
+        }
+        Some(Stop::Error(e)) => return Err(e),
+        None => {}
+    }
+    let Some(best) = reports.iter().max_by(|a, b| a.valid_ndcg10.total_cmp(&b.valid_ndcg10)) else {
+        return Err("no epoch finished".into());
+    };
+    let test_metrics = evaluate(&model, &test, 10).map_err(|e| format!("evaluation failed: {}", error_message(&e)))?;
+    let weights = model.to_safetensors().map_err(|e| format!("saving the model failed: {}", error_message(&e)))?;
+    let version = NewVersion {
+        model_name: &spec.model_name,
+        job_id,
+        config: &model.config,
+        dropout: options.dropout,
+        n_users,
+        epochs: reports.len(),
+        best_epoch: best.epoch,
+        valid_ndcg10: best.valid_ndcg10,
+        test_hr10: test_metrics.hr(),
+        test_ndcg10: test_metrics.ndcg(),
+        item_ids: data.histories.items.encode(),
+        weights,
+    };
+    transaction(|| save(job_id, &version))
+}
+
+/// Stores the new version and marks the job succeeded, in one transaction;
+/// a cancel that arrived meanwhile wins (nothing is stored).
+fn save(job_id: i64, version: &NewVersion<'_>) -> JobState {
+    if job::lock_for_save(job_id) {
+        return JobState::Cancelled;
+    }
+    let number = models::insert_version(version);
+    job::mark_succeeded(job_id, number);
+    JobState::Succeeded
+}
