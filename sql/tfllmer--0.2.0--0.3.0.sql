@@ -33,7 +33,7 @@ CREATE PROCEDURE tfllmer.train_and_wait(
     time_column  name DEFAULT 'ts',
     init         text DEFAULT NULL,
     backbone     text DEFAULT 'sasrec',
-    normalize    boolean DEFAULT true,
+    "normalize"  boolean DEFAULT true,
     options      jsonb DEFAULT '{}',
     timeout_s    double precision DEFAULT NULL,
     INOUT job_id bigint DEFAULT NULL,

@@ -50,9 +50,18 @@ SELECT * FROM tfllmer.rec_pca('', 'items', dim => 2);
 SELECT * FROM tfllmer.rec_pca(NULL, 'items', dim => 2);
 \echo :LAST_ERROR_SQLSTATE
 
--- dim may be as large as both the input dimension and the number of items
-SELECT n_items FROM tfllmer.rec_pca('e_big', 'items', embedding_column => 'big', dim => 3);
+-- dim may be as large as the directions the embeddings vary in once scaled
+-- to unit length and centred: three items span at most two
+SELECT n_items FROM tfllmer.rec_pca('e_big', 'items', embedding_column => 'big', dim => 2);
 SELECT tfllmer.drop_embedding('e_big');
+SELECT n_items FROM tfllmer.rec_pca('e_big', 'items', embedding_column => 'big', dim => 3);
+\echo :LAST_ERROR_SQLSTATE
+-- vectors that all point the same way are identical once scaled: nothing
+-- varies, and rec_pca says so instead of returning zero vectors
+CALL bad_items($$(1, '{1,0}'), (2, '{2,0}'), (3, '{5,0}')$$);
+SELECT * FROM tfllmer.rec_pca('e', 'bad', dim => 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS stored FROM tfllmer.embeddings WHERE embedding_name = 'e';
 -- but not larger than the number of items (2 here)
 CALL bad_items($$(1, '{1,2,3,4}'), (2, '{4,3,2,1}')$$);
 SELECT * FROM tfllmer.rec_pca('e', 'bad', dim => 3);

@@ -68,6 +68,13 @@ FROM tfllmer.build_graph('plays_w1', 'plays', user_column => 'listener', item_co
 SELECT (SELECT array_agg(e ORDER BY e) FROM tfllmer.graph_edges('plays_w1') e)
      = (SELECT array_agg(e ORDER BY e) FROM tfllmer.graph_edges('listens_w1') e) AS same_edges_as_window_1;
 
+-- a time column of a string type is ordered as text ('10' before '9'):
+-- PostgreSQL's ordering decides, with a WARNING and the cast to use
+CREATE TABLE text_listens AS SELECT user_id, item_id, ts::text AS ts FROM listens;
+SELECT graph_name, n_edges FROM tfllmer.build_graph('text_times', 'text_listens');
+SELECT tfllmer.drop_graph('text_times');
+DROP TABLE text_listens;
+
 -- Any table and column names work: they are quoted, never pasted into SQL.
 CREATE SCHEMA "Odd Schema";
 CREATE TABLE "Odd Schema"."we;ird ""table""" ("user id" int, "Item" int, "select" int);

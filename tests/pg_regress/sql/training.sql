@@ -55,6 +55,14 @@ SELECT tfllmer.wait_job(:job3);
 SELECT a.train_loss = b.train_loss AS same_loss, a.valid_ndcg10 = b.valid_ndcg10 AS same_ndcg
 FROM tfllmer.job_log(:job) a JOIN tfllmer.job_log(:job3) b USING (epoch) WHERE epoch = 12;
 
+-- the blocking route: CALL train_and_wait() takes train()'s arguments,
+-- commits the new job, waits for it, and returns its id and final state
+-- (SELECT tfllmer.wait_job(tfllmer.train(...)) cannot: the job would not
+-- be committed before the wait)
+CALL tfllmer.train_and_wait('walker_blocking', 'walks',
+     options => '{"epochs": 2, "batch_size": 32, "max_len": 12, "dim": 16}');
+SELECT model_name, version, is_current FROM tfllmer.models WHERE model_name = 'walker_blocking';
+
 -- cancel: a running job stops within a batch and stores no version
 CREATE TABLE long_walks AS
 SELECT u AS user_id, 1 + (u * 7 + k) % 300 AS item_id, k AS ts

@@ -9,7 +9,7 @@ CREATE TABLE walks AS
 SELECT u AS user_id, 1 + (u * 7 + k) % 30 AS item_id, k AS ts, 'x' || k AS label
 FROM generate_series(1, 40) u, generate_series(0, 5) k;
 CREATE TABLE pairs AS SELECT user_id, item_id, ts FROM walks WHERE ts < 2;
-CREATE TABLE walk_items AS SELECT DISTINCT item_id, ARRAY[item_id, 1, 0, 0]::real[] AS embedding FROM walks;
+CREATE TABLE walk_items AS SELECT DISTINCT item_id, ARRAY[item_id, 1, item_id % 3, item_id % 7]::real[] AS embedding FROM walks;
 SELECT embedding_name, output_dim FROM tfllmer.rec_pca('e4', 'walk_items', dim => 4);
 
 -- the model name, the table and its columns
@@ -114,6 +114,31 @@ SELECT tfllmer.wait_job(:job2);
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
 
+-- the blocking route: CALL train_and_wait() commits the job and waits, so
+-- it cannot run inside a transaction block, and it raises when the job
+-- fails. (A view whose time column fails in the training worker, and only
+-- there, makes a job that fails after train() has accepted it.)
+CREATE FUNCTION fails_in_worker(t int) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('application_name') LIKE 'tfllmer job %' THEN
+        RAISE EXCEPTION 'the time column cannot be read here';
+    END IF;
+    RETURN t;
+END $$;
+CREATE VIEW walks_failing AS SELECT user_id, item_id, fails_in_worker(ts) AS ts FROM walks;
+CALL tfllmer.train_and_wait('failing', 'walks_failing', options => '{"epochs": 1, "max_len": 8, "dim": 8}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT state, error FROM tfllmer.jobs WHERE model_name = 'failing';
+CALL tfllmer.train_and_wait(NULL, 'walks');
+\echo :LAST_ERROR_SQLSTATE
+CALL tfllmer.train_and_wait('m', 'walks', options => '{"epochs": 0}');
+\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+CALL tfllmer.train_and_wait('in_a_block', 'walks', options => '{"epochs": 1}');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT count(*) AS jobs_left_behind FROM tfllmer.jobs WHERE model_name IN ('m', 'in_a_block');
+
 -- evaluate and drop_model
 SELECT * FROM tfllmer.evaluate('no_such_model');
 \echo :LAST_ERROR_SQLSTATE
@@ -138,4 +163,6 @@ SELECT tfllmer.loss_plot(ARRAY[123456]);
 \echo :LAST_ERROR_SQLSTATE
 SELECT tfllmer.loss_plot(ARRAY[:job], metric => 'accuracy');
 \echo :LAST_ERROR_SQLSTATE
+DROP VIEW walks_failing;
+DROP FUNCTION fails_in_worker;
 DROP TABLE walks, pairs, walk_items;
