@@ -16,7 +16,7 @@ use crate::postgres::jobs::launch::{launch_worker, WorkerStart};
 use crate::postgres::jobs::{self, record_lost_jobs, JobState, NewJob};
 use crate::postgres::models::{load_newest, parse_backbone};
 use crate::postgres::relation::readable_relation;
-use crate::postgres::spi::{first_value, spi_failed};
+use crate::postgres::spi::{first_value, spi_failed, write_returning};
 use crate::postgres::sql_types::{RegClass, SqlName};
 use crate::postgres::user_history::advise_history_index;
 use crate::settings;
@@ -91,7 +91,7 @@ fn train(
         jobs::mark_launched(job_id);
     } else {
         let slots =
-            Spi::get_one::<String>("SELECT current_setting('max_worker_processes')").ok().flatten().unwrap_or_default();
+            first_value::<String>("SELECT pg_catalog.current_setting('max_worker_processes')", &[]).unwrap_or_default();
         notice!(
             "train: every background worker slot is in use (max_worker_processes = {slots}); job {job_id} is \
              queued and starts when a tfllmer job finishes or tfllmer.wait_job({job_id}) is called"
@@ -136,7 +136,7 @@ fn claim_model_name(model_name: &str) {
         &[model_name.into()],
     )
     .unwrap_or_else(|e| spi_failed(e));
-    let mine = first_value::<bool>(
+    let mine = write_returning::<bool>(
         "SELECT true FROM tfllmer.model_names WHERE model_name = $1 FOR UPDATE",
         &[model_name.into()],
     );
@@ -293,7 +293,7 @@ fn drop_model(model_name: Option<&str>, if_exists: default!(Option<bool>, false)
             format!("Stop it with tfllmer.cancel_job({job}) first."),
         );
     }
-    let dropped = first_value::<i64>(
+    let dropped = write_returning::<i64>(
         "WITH gone AS (DELETE FROM tfllmer.model_names WHERE model_name = $1 RETURNING 1) SELECT count(*) FROM gone",
         &[model_name.into()],
     )

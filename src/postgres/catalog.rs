@@ -7,7 +7,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use super::errors::{raise, raise_with_hint, Code};
-use super::spi::spi_failed;
+use super::spi::{first_value, spi_failed};
 
 /// One catalog table and how its objects are named in messages.
 pub struct Catalog {
@@ -42,11 +42,10 @@ pub const EMBEDDINGS: Catalog = Catalog {
 impl Catalog {
     /// Whether an object of that name is visible to the caller.
     pub fn exists(&self, name: &str) -> bool {
-        Spi::get_one_with_args::<bool>(
+        first_value::<bool>(
             &format!("SELECT EXISTS (SELECT 1 FROM {} WHERE {} = $1)", self.table, self.key),
             &[name.into()],
         )
-        .unwrap_or_else(|e| spi_failed(e))
         .unwrap_or(false)
     }
 
@@ -109,12 +108,11 @@ impl Catalog {
 
     /// The data of an object the caller can see, or "does not exist".
     pub fn load_blob(&self, name: &str) -> Vec<u8> {
-        let blob = Spi::get_one_with_args::<Vec<u8>>(
-            &format!("SELECT (SELECT {} FROM {} WHERE {} = $1)", self.blob, self.table, self.key),
+        first_value::<Vec<u8>>(
+            &format!("SELECT {} FROM {} WHERE {} = $1", self.blob, self.table, self.key),
             &[name.into()],
         )
-        .unwrap_or_else(|e| spi_failed(e));
-        blob.unwrap_or_else(|| self.raise_unknown(name))
+        .unwrap_or_else(|| self.raise_unknown(name))
     }
 
     /// The ERROR for a name the caller cannot see.

@@ -2,12 +2,12 @@
 //! the caller's privileges and row-level security.
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 use tfllmer_core::graph::{f64_order_key, Event};
 
 use super::errors::{raise, warning_with_hint, Code};
 use super::relation::{UserColumn, UserRelation};
 use super::row_stream::{stream_rows, Flow};
+use super::spi::first_value;
 use super::sql_types::SqlName;
 
 /// The three checked columns of an interaction table.
@@ -91,13 +91,9 @@ impl InteractionSource {
         let time_key = self.time_key();
         let (user_bytes, item_bytes) = (integer_width(self.user.base_type), integer_width(self.item.base_type));
         // the planner's row estimate sizes the buffer once (views have none)
-        let estimate = Spi::get_one_with_args::<f32>(
-            "SELECT reltuples FROM pg_catalog.pg_class WHERE oid = $1",
-            &[self.relation.oid.into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(0.0);
+        let estimate =
+            first_value::<f32>("SELECT reltuples FROM pg_catalog.pg_class WHERE oid = $1", &[self.relation.oid.into()])
+                .unwrap_or(0.0);
         let mut out = ReadEvents { events: Vec::with_capacity(estimate.clamp(0.0, 1e8) as usize), null_rows: 0 };
         stream_rows(&self.query(time_key), &self.relation.display, &mut |values, nulls| {
             if nulls[..3].iter().any(|&n| n) {

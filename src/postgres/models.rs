@@ -9,7 +9,7 @@ use tfllmer_train::DType;
 
 use super::errors::{raise, raise_with_hint, Code};
 use super::jobs::{self, JobState};
-use super::spi::{first_value, prepared, spi_failed};
+use super::spi::{first_value, prepared, spi_failed, write_returning};
 
 pub fn parse_backbone(name: &str) -> Option<Backbone> {
     match name {
@@ -193,7 +193,7 @@ pub fn insert_version(v: &NewVersion<'_>) -> i32 {
         &[v.model_name.into()],
     )
     .unwrap_or_else(|e| spi_failed(e));
-    first_value::<i32>(
+    write_returning::<i32>(
         "INSERT INTO tfllmer.model_store (model_name, version, job_id, backbone, normalized, init, n_items, n_users,
                 dim, max_len, layers, heads, dropout, options, source_table, source_name, user_column, item_column,
                 time_column, epochs, best_epoch, valid_ndcg10, test_hr10, test_ndcg10, item_ids, weights)

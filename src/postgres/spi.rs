@@ -1,6 +1,7 @@
 //! Single-row SPI queries that may return no row at all (pgrx's
 //! `Spi::get_one` treats "no row" as an error): a lookup by key, an UPDATE
-//! ... RETURNING that matched nothing.
+//! ... RETURNING that matched nothing. Reads never assign a transaction id
+//! (they must work on a hot standby); writes go through [`write_returning`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,28 +19,68 @@ pub fn spi_failed(e: pgrx::spi::Error) -> ! {
     raise(Code::ERRCODE_INTERNAL_ERROR, format!("tfllmer catalog access failed: {e}"))
 }
 
-/// Column 1 of the first row; None when there is no row or it is NULL.
-/// Runs read-write, so each call sees a fresh snapshot (READ COMMITTED).
-pub fn first_value<A: FromDatum + IntoDatum>(query: &str, args: &[DatumWithOid<'_>]) -> Option<A> {
-    Spi::connect_mut(|client| {
-        let mut rows = client.update(query, Some(1), args)?;
-        match rows.next() {
-            Some(row) => row.get::<A>(1),
-            None => Ok(None),
+/// Runs a read with a fresh snapshot (READ COMMITTED: what has committed
+/// by now, and this transaction's own earlier writes), without making the
+/// transaction a writing one: no transaction id is assigned, so reads work
+/// on a hot standby and cost no xid. (pgrx's `update` and `Spi::get_one*`
+/// assign one; polling loops such as wait_job need the fresh snapshot.)
+fn fresh_read<R>(read: impl FnOnce() -> R) -> R {
+    // SAFETY: plain transaction-state calls on the backend's main thread,
+    // inside a transaction (every SQL-callable function runs in one); the
+    // snapshot pushed here is popped below, or by the abort of an ERROR
+    unsafe {
+        if pg_sys::GetCurrentTransactionIdIfAny() != pg_sys::InvalidTransactionId {
+            // this transaction wrote: make its writes visible to the read
+            pg_sys::CommandCounterIncrement();
         }
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let value = read();
+    // SAFETY: pops the snapshot pushed above
+    unsafe { pg_sys::PopActiveSnapshot() };
+    value
+}
+
+/// Column 1 of the first row of a read-only query; None when there is no
+/// row or it is NULL. Each call sees a fresh snapshot (see `fresh_read`).
+pub fn first_value<A: FromDatum + IntoDatum>(query: &str, args: &[DatumWithOid<'_>]) -> Option<A> {
+    fresh_read(|| {
+        Spi::connect(|client| {
+            let mut rows = client.select(query, Some(1), args)?;
+            match rows.next() {
+                Some(row) => row.get::<A>(1),
+                None => Ok(None),
+            }
+        })
     })
     .unwrap_or_else(|e| spi_failed(e))
 }
 
-/// Columns 1 and 2 of the first row, None when there is no row.
+/// Columns 1 and 2 of the first row of a read-only query, None when there
+/// is no row.
 pub fn first_pair<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum>(
     query: &str,
     args: &[DatumWithOid<'_>],
 ) -> Option<(Option<A>, Option<B>)> {
+    fresh_read(|| {
+        Spi::connect(|client| {
+            let mut rows = client.select(query, Some(1), args)?;
+            match rows.next() {
+                Some(row) => Ok(Some((row.get::<A>(1)?, row.get::<B>(2)?))),
+                None => Ok(None),
+            }
+        })
+    })
+    .unwrap_or_else(|e| spi_failed(e))
+}
+
+/// Column 1 of the first row a writing statement returns (INSERT / UPDATE
+/// / DELETE ... RETURNING, SELECT ... FOR UPDATE); None when there is none.
+pub fn write_returning<A: FromDatum + IntoDatum>(query: &str, args: &[DatumWithOid<'_>]) -> Option<A> {
     Spi::connect_mut(|client| {
         let mut rows = client.update(query, Some(1), args)?;
         match rows.next() {
-            Some(row) => Ok(Some((row.get::<A>(1)?, row.get::<B>(2)?))),
+            Some(row) => row.get::<A>(1),
             None => Ok(None),
         }
     })

@@ -25,7 +25,7 @@ use pgrx::JsonB;
 
 use super::backend;
 use super::errors::{raise, Code};
-use super::spi::{first_pair, first_value, spi_failed};
+use super::spi::{first_pair, first_value, spi_failed, write_returning};
 
 /// The life of a job, as `job_store.state` holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +175,7 @@ pub fn stalled_queued_job(job_id: i64) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
 /// Asks a job to stop: a queued job is cancelled at once, a running one
 /// when its worker next looks. False when the job had already ended.
 pub fn request_cancel(job_id: i64) -> bool {
-    first_value::<String>(
+    write_returning::<String>(
         "UPDATE tfllmer.job_store
             SET cancel_requested = true, updated_at = now(),
                 state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,

@@ -8,7 +8,7 @@ use pgrx::JsonB;
 
 use super::JobState;
 use crate::postgres::errors::{raise, Code};
-use crate::postgres::spi::{first_value, spi_failed};
+use crate::postgres::spi::{first_value, spi_failed, write_returning};
 
 /// The job as train() stored it.
 pub struct JobSpec {
@@ -103,7 +103,7 @@ pub fn record_data(job_id: i64, n_users: i64, n_items: i64, detail: Option<Strin
 /// row is gone.
 pub fn progress_and_cancel(job_id: i64, write: Option<(f64, f64)>) -> bool {
     let cancel = match write {
-        Some((progress, eta_s)) => first_value::<bool>(
+        Some((progress, eta_s)) => write_returning::<bool>(
             "UPDATE tfllmer.job_store SET progress = $2, eta_s = $3, updated_at = now()
               WHERE job_id = $1 RETURNING cancel_requested",
             &[job_id.into(), progress.into(), eta_s.into()],
@@ -173,7 +173,7 @@ pub fn finish(job_id: i64, state: JobState, error: Option<&str>) {
 /// Locks the job row for the final save and tells whether a cancel
 /// arrived meanwhile (then the job ends cancelled and nothing is stored).
 pub fn lock_for_save(job_id: i64) -> bool {
-    let cancelled = first_value::<bool>(
+    let cancelled = write_returning::<bool>(
         "SELECT cancel_requested FROM tfllmer.job_store WHERE job_id = $1 FOR UPDATE",
         &[job_id.into()],
     )
