@@ -10,8 +10,10 @@
 //!
 //! Every way a job can end is written to its row: an ERROR or a panic
 //! anywhere (candle, a fused op, a kernel's assert) ends it 'failed' with
-//! the message, and the worker then starts jobs that were queued for a
-//! free slot.
+//! the message. Then the worker hands on its slot: it runs the oldest job
+//! queued by its own login role itself (a worker cannot register a
+//! successor while it holds the slot), and starts workers for other roles'
+//! queued jobs where slots are free.
 
 mod progress;
 mod run;
@@ -21,7 +23,7 @@ use std::panic::AssertUnwindSafe;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 
-use crate::postgres::jobs::launch::{launch_queued_jobs, WorkerStart};
+use crate::postgres::jobs::launch::{take_next_queued_job, WorkerStart};
 use crate::postgres::jobs::{worker as job, JobState};
 use crate::postgres::xact::{abort_open_transaction, panic_message, transaction};
 
@@ -52,7 +54,29 @@ pub extern "C-unwind" fn tfllmer_training_worker_main(arg: pg_sys::Datum) {
         return;
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(start.database), Some(start.login_role));
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| run::run_job(job_id, &start))) {
+    let (mut job_id, mut start) = (job_id, start);
+    loop {
+        let outcome = run_and_record(job_id, &start);
+        if matches!(outcome, Outcome::NotMine) || BackgroundWorker::sigterm_received() {
+            break;
+        }
+        // this worker's slot is the free one: it runs the next queued job
+        // of its login role itself, and starts workers for other roles'
+        // jobs where slots are free
+        match transaction(|| take_next_queued_job(&start)) {
+            Ok(Some((next, next_start))) => (job_id, start) = (next, next_start),
+            Ok(None) => break,
+            Err(e) => {
+                log!("tfllmer: starting queued jobs failed: {e}");
+                break;
+            }
+        }
+    }
+}
+
+/// Runs one job; any failure, a panic included, is written to its row.
+fn run_and_record(job_id: i64, start: &WorkerStart) -> Outcome {
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| run::run_job(job_id, start))) {
         Ok(outcome) => outcome,
         Err(payload) => {
             abort_open_transaction();
@@ -72,10 +96,5 @@ pub extern "C-unwind" fn tfllmer_training_worker_main(arg: pg_sys::Datum) {
             }
         }
     }
-    // a slot is free now: start jobs that were waiting for one
-    if !matches!(outcome, Outcome::NotMine) && !BackgroundWorker::sigterm_received() {
-        if let Err(e) = transaction(|| launch_queued_jobs(4)) {
-            log!("tfllmer: starting queued jobs failed: {e}");
-        }
-    }
+    outcome
 }

@@ -61,10 +61,16 @@ pub fn launch_worker(job_id: i64, start: &WorkerStart) -> bool {
         .is_ok()
 }
 
-/// Starts workers for up to `max_jobs` queued jobs of any role in this
-/// database (tfllmer.claim_queued_jobs, the one SECURITY DEFINER function).
-/// Returns how many started.
-pub fn launch_queued_jobs(max_jobs: i32) -> usize {
+/// Starts workers for up to 4 queued jobs of any role in this database
+/// (tfllmer.claim_queued_jobs, the one SECURITY DEFINER function), for a
+/// worker that has just finished a job: the oldest queued job of its own login role it keeps
+/// and runs itself (its slot is the one that is free; it cannot register a
+/// successor while it holds it). Returns that job, if any.
+pub fn take_next_queued_job(finished: &WorkerStart) -> Option<(i64, WorkerStart)> {
+    hand_out_queued_jobs(4, Some(finished)).1
+}
+
+fn hand_out_queued_jobs(max_jobs: i32, finished: Option<&WorkerStart>) -> (usize, Option<(i64, WorkerStart)>) {
     let claimed: Vec<(i64, pg_sys::Oid, pg_sys::Oid)> = Spi::connect_mut(|client| {
         let rows = client.update(
             "SELECT job_id, login_role, owner FROM tfllmer.claim_queued_jobs($1)",
@@ -83,14 +89,17 @@ pub fn launch_queued_jobs(max_jobs: i32) -> usize {
     })
     .unwrap_or_else(|e| spi_failed(e));
     let database = backend::database();
-    let mut launched = 0;
+    let (mut launched, mut kept) = (0, None);
     for (job_id, login_role, owner) in claimed {
-        if launch_worker(job_id, &WorkerStart { database, login_role, owner, creator_xid: 0 }) {
+        let start = WorkerStart { database, login_role, owner, creator_xid: 0 };
+        if kept.is_none() && finished.is_some_and(|f| f.login_role == login_role) {
+            kept = Some((job_id, start));
+        } else if launch_worker(job_id, &start) {
             launched += 1;
         } else {
             Spi::run_with_args("SELECT tfllmer.release_queued_job($1)", &[job_id.into()])
                 .unwrap_or_else(|e| spi_failed(e));
         }
     }
-    launched
+    (launched, kept)
 }
