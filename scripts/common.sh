@@ -145,9 +145,10 @@ reference_python() {
 run_regress() {
     local out="$1"; shift
     mkdir -p "$out"
-    "/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress" \
+    # from the sql folder: the files \i their shared setup as common/*.sql
+    (cd "$TFLLMER_ROOT/tests/pg_regress/sql" && "/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress" \
         --bindir="$PG_BIN" --inputdir="$TFLLMER_ROOT/tests/pg_regress" --outputdir="$out" \
-        --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" --dbname=tfllmer_regress "$@"
+        --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" --dbname=tfllmer_regress "$@")
 }
 
 regress_tests() {

@@ -1,10 +1,7 @@
 -- Bad input to the embedding functions: every case is an ERROR with a
 -- SQLSTATE that fits, a message naming the argument, and nothing stored.
 -- (each file starts from a fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
+\i common/fresh_install.sql
 CREATE TABLE items (item_id int, embedding real[], title text, score int, big float8[]);
 INSERT INTO items VALUES (1, '{1, 0, 0}', 'a', 1, '{1, 0, 0}'), (2, '{0, 1, 0}', 'b', 2, '{0, 1, 0}'), (3, '{0, 0, 1}', 'c', 3, '{0, 0, 1}');
 CREATE TABLE no_items (item_id int, embedding real[]);

@@ -1,10 +1,7 @@
 -- Rec-PCA: reduce LLM item embeddings to the recommender's dimension while
 -- pulling together items that users consume together.
 -- (each file starts from a fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
+\i common/fresh_install.sql
 
 -- Eight items with 4-d "LLM" embeddings: items 1-4 point one way (one
 -- genre), 5-8 another, and the lengths differ a lot (the norm disparity of

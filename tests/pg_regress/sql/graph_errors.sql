@@ -1,10 +1,7 @@
 -- Bad input to the graph functions: every case is an ERROR with a SQLSTATE
 -- that fits, a message naming the argument, and nothing written.
 -- (each file starts from a fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
+\i common/fresh_install.sql
 CREATE TABLE events (user_id int, item_id int, ts int, title text, score numeric, payload json);
 INSERT INTO events VALUES (1, 1, 1, 'a', 1, NULL), (1, 2, 2, 'b', 2, NULL), (1, 3, 3, 'c', 3, NULL), (1, 4, 4, 'd', 4, NULL);
 CREATE TABLE empty_events (user_id int, item_id int, ts int);

@@ -1,10 +1,7 @@
 -- Graphs are private to the role that built them (and roles that inherit
 -- its privileges). Reading an interaction table needs SELECT on it.
 -- (each file starts from a fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
+\i common/fresh_install.sql
 CREATE ROLE tfl_alice;
 CREATE ROLE tfl_bob;
 CREATE ROLE tfl_team;

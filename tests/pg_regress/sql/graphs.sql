@@ -3,10 +3,7 @@
 -- An interaction table holds who consumed what, and when. Any table, view
 -- or materialized view works; columns default to user_id, item_id and ts.
 -- (each file starts from a fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
+\i common/fresh_install.sql
 
 CREATE TABLE listens (user_id int, item_id int, ts int);
 INSERT INTO listens VALUES

@@ -5,10 +5,7 @@
 -- raise an ERROR with a SQLSTATE that is not an internal error (class XX),
 -- and the server must never restart. The last query fails when a function
 -- is added to schema tfllmer without cases here. (fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
+\i common/fresh_install.sql
 SELECT pg_postmaster_start_time() AS started \gset
 CREATE TABLE walks (id serial, user_id int, item_id int, ts int);
 INSERT INTO walks (user_id, item_id, ts)

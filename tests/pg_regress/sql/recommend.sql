@@ -1,16 +1,11 @@
 -- Recommendations: recommend() for a user (history read now from the
 -- model's table), recommend_next() for a given history, similar_items(),
 -- and the per-backend model cache. (each file starts from a fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
+\i common/fresh_install.sql
 
--- 80 users, each walking through 30 items in steps of one from a different
--- start: after item i comes item i + 1 (after 30, 1).
-CREATE TABLE walks AS
-SELECT u AS user_id, 1 + (u * 7 + k) % 30 AS item_id, k AS ts
-FROM generate_series(1, 80) u, generate_series(0, 11) k;
+\set walk_users 80
+\set walk_steps 12
+\i common/walks.sql
 
 -- train() says which index makes recommend() fast when there is none
 SELECT tfllmer.train('walker', 'walks',

@@ -1,12 +1,9 @@
 -- Bad input to the recommendation functions: each an ERROR with a SQLSTATE
 -- that fits and a message naming the argument. (fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
-CREATE TABLE walks AS
-SELECT u AS user_id, 1 + (u * 7 + k) % 30 AS item_id, k AS ts
-FROM generate_series(1, 40) u, generate_series(0, 5) k;
+\i common/fresh_install.sql
+\set walk_users 40
+\set walk_steps 6
+\i common/walks.sql
 CREATE INDEX ON walks (user_id, ts, item_id);
 SELECT tfllmer.train('walker', 'walks', options => '{"epochs": 2, "max_len": 8, "dim": 8}') AS job \gset
 SELECT tfllmer.wait_job(:job);

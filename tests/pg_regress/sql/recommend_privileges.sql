@@ -1,19 +1,13 @@
 -- Recommendations run with the caller's privileges: another role cannot use
 -- a model, even one this backend has cached for its owner; histories are
 -- read as the caller, so grants and row-level security apply. (fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-DROP ROLE IF EXISTS tfllmer_alice;
-DROP ROLE IF EXISTS tfllmer_bob;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
-CREATE ROLE tfllmer_alice LOGIN;
-CREATE ROLE tfllmer_bob LOGIN;
+\i common/fresh_install.sql
+\i common/two_roles.sql
 -- a table owned by the DBA, with row-level security: alice may read the
 -- interactions of users 1 to 20 only
-CREATE TABLE walks AS
-SELECT u AS user_id, 1 + (u * 7 + k) % 30 AS item_id, k AS ts
-FROM generate_series(1, 40) u, generate_series(0, 7) k;
+\set walk_users 40
+\set walk_steps 8
+\i common/walks.sql
 CREATE INDEX ON walks (user_id, ts, item_id);
 ALTER TABLE walks ENABLE ROW LEVEL SECURITY;
 CREATE POLICY first_twenty ON walks FOR SELECT TO tfllmer_alice USING (user_id <= 20);

@@ -1,16 +1,11 @@
 -- Training in a background worker: a job goes queued -> running ->
 -- succeeded, its progress and log are visible, the model gets versions,
 -- and evaluate() scores it. (each file starts from a fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
+\i common/fresh_install.sql
 
--- 80 users, each walking through 30 items in steps of one from a different
--- start: the next item is predictable, which a sequential model learns.
-CREATE TABLE walks AS
-SELECT u AS user_id, 1 + (u * 7 + k) % 30 AS item_id, k AS ts
-FROM generate_series(1, 80) u, generate_series(0, 11) k;
+\set walk_users 80
+\set walk_steps 12
+\i common/walks.sql
 
 -- train() returns a job id at once; the worker trains in the background
 SELECT tfllmer.train('walker', 'walks',

@@ -1,10 +1,7 @@
 -- Bad input to the training functions: every case is an ERROR with a
 -- SQLSTATE that fits, a message naming the argument, and no job left
 -- behind. (each file starts from a fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
+\i common/fresh_install.sql
 CREATE TABLE walks AS
 SELECT u AS user_id, 1 + (u * 7 + k) % 30 AS item_id, k AS ts, 'x' || k AS label
 FROM generate_series(1, 40) u, generate_series(0, 5) k;

@@ -1,14 +1,8 @@
 -- Jobs and models are private to the role that trained them: another role
 -- cannot see, wait for, cancel, evaluate, drop or reuse the name of them.
 -- The worker acts as the role that called train(). (fresh install)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS tfllmer CASCADE;
-DROP ROLE IF EXISTS tfllmer_alice;
-DROP ROLE IF EXISTS tfllmer_bob;
-RESET client_min_messages;
-CREATE EXTENSION tfllmer;
-CREATE ROLE tfllmer_alice LOGIN;
-CREATE ROLE tfllmer_bob LOGIN;
+\i common/fresh_install.sql
+\i common/two_roles.sql
 CREATE TABLE alice_walks AS
 SELECT u AS user_id, 1 + (u * 7 + k) % 30 AS item_id, k AS ts
 FROM generate_series(1, 40) u, generate_series(0, 7) k;
