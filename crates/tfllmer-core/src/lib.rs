@@ -10,5 +10,6 @@ pub mod parallel;
 pub mod ranking;
 pub mod rec_pca;
 pub mod sequences;
+pub mod simd;
 
 pub use graph::{CooccurrenceGraph, Damping, Event, GraphError, GraphParams, Weighting};
