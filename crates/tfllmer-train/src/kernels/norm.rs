@@ -27,7 +27,7 @@ pub(crate) fn normalize_row<T: Real>(row: &mut [T]) {
 /// # Panics
 /// When `dim` is 0 or `rows.len()` is not a multiple of it.
 pub fn normalize_rows(rows: &mut [f32], dim: usize) {
-    assert!(dim > 0 && rows.len() % dim == 0, "{} values are not rows of {dim}", rows.len());
+    assert!(dim > 0 && rows.len().is_multiple_of(dim), "{} values are not rows of {dim}", rows.len());
     dispatch(
         #[inline(always)]
         || rows.chunks_exact_mut(dim).for_each(normalize_row),

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::kernels::{dispatch, dot_lanes, exp_in_place_lanes, gemm, max_lanes, slices, Mat, Real};
+use super::{Fused3, Op3};
+use crate::kernels::{dispatch, dot_lanes, exp_in_place_lanes, gemm, max_lanes, slice, Mat, Real};
 
 /// Causal self-attention as one op: per sequence and head,
 /// softmax(scale · q kᵀ) over the keys a query may see, the weights dropped
@@ -39,7 +40,7 @@ pub fn attention(
     };
     let shape = AttentionShape { l, d, heads, scale: 1.0 / ((d / heads) as f64).sqrt() };
     let op = Attention { tokens: Arc::new(tokens.to_vec()), keep, factor, shape };
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, Op3(op))
 }
 
 #[derive(Clone, Copy)]
@@ -119,12 +120,45 @@ impl Attention {
         }
     }
 
-    /// The dropout factor of a leading padding query's weight on itself.
-    fn self_factor<T: Real>(&self, b: usize, h: usize, i: usize, factor: &[T; 2]) -> T {
-        self.keep_row(b, h, i, i).map_or(T::one(), |k| factor[usize::from(k[0] & 1)])
+    /// For each head h of sequence b, with s = [`Attention::start`]:
+    /// rows 0..s of the head's columns of `dst` (L × D) = f · the same rows
+    /// of `src` (B × L × D), f the dropout factor of each of those leading
+    /// padding queries' weight on itself (their output when src = v, their
+    /// ∂v when src = ∂out; their ∂q and ∂k are 0); then, when positions
+    /// s..L are not empty, `f(dst, h, s)`. Runs through [`dispatch`].
+    #[inline(always)]
+    fn each_head<T: Real>(
+        &self,
+        b: usize,
+        dst: &mut [T],
+        src: &[T],
+        factor: &[T; 2],
+        mut f: impl FnMut(&mut [T], usize, usize),
+    ) {
+        let AttentionShape { l, d, heads, .. } = self.shape;
+        let dh = d / heads;
+        dispatch(
+            #[inline(always)]
+            || {
+                let s = self.start(b);
+                for h in 0..heads {
+                    for i in 0..s {
+                        let f = self.keep_row(b, h, i, i).map_or(T::one(), |k| factor[usize::from(k[0] & 1)]);
+                        let at = (b * l + i) * d + h * dh;
+                        let row = &mut dst[i * d + h * dh..i * d + (h + 1) * dh];
+                        row.iter_mut().zip(&src[at..at + dh]).for_each(|(o, &x)| *o = x * f);
+                    }
+                    if s < l {
+                        f(dst, h, s);
+                    }
+                }
+            },
+        )
     }
 
-    fn forward<T: Real>(&self, q: &[T], k: &[T], v: &[T]) -> Vec<T> {
+    /// The result (B × L × D): per sequence and head, P·v with P the
+    /// dropped-out weights.
+    fn attend<T: Real>(&self, q: &[T], k: &[T], v: &[T]) -> Vec<T> {
         let AttentionShape { l, d, heads, .. } = self.shape;
         let dh = d / heads;
         let factor = [T::zero(), T::from(self.factor).unwrap_or_else(T::one)];
@@ -132,36 +166,19 @@ impl Attention {
         out.par_chunks_mut(l * d).enumerate().for_each_init(
             || vec![T::zero(); l * l],
             |p, (b, out)| {
-                dispatch(
+                self.each_head(
+                    b,
+                    out,
+                    v,
+                    &factor,
                     #[inline(always)]
-                    || {
-                        let s = self.start(b);
+                    |out, h, s| {
                         let m = l - s;
-                        for h in 0..heads {
-                            for i in 0..s {
-                                let f = self.self_factor(b, h, i, &factor);
-                                let at = (b * l + i) * d + h * dh;
-                                let row = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
-                                row.iter_mut().zip(&v[at..at + dh]).for_each(|(o, &x)| *o = x * f);
-                            }
-                            if m == 0 {
-                                continue;
-                            }
-                            let p = &mut p[..m * m];
-                            self.weights(p, q, k, b, h, s);
-                            self.drop_weights(p, b, h, s, &factor);
-                            let at = (b * l + s) * d + h * dh;
-                            gemm(
-                                &mut out[s * d + h * dh..],
-                                d,
-                                m,
-                                dh,
-                                m,
-                                Mat::rows(p, m),
-                                head(v, at, d, false),
-                                false,
-                            );
-                        }
+                        let p = &mut p[..m * m];
+                        self.weights(p, q, k, b, h, s);
+                        self.drop_weights(p, b, h, s, &factor);
+                        let at = (b * l + s) * d + h * dh;
+                        gemm(&mut out[s * d + h * dh..], d, m, dh, m, Mat::rows(p, m), head(v, at, d, false), false);
                     },
                 )
             },
@@ -169,7 +186,8 @@ impl Attention {
         out
     }
 
-    fn backward<T: Real>(&self, q: &[T], k: &[T], v: &[T], dout: &[T]) -> Vec<T> {
+    /// ∂q, ∂k, ∂v stacked (3 × B × L × D) from the result's gradient `dout`.
+    fn attend_backward<T: Real>(&self, q: &[T], k: &[T], v: &[T], dout: &[T]) -> Vec<T> {
         let AttentionShape { l, d, heads, scale } = self.shape;
         let dh = d / heads;
         let n = q.len();
@@ -181,45 +199,36 @@ impl Attention {
         dq.par_chunks_mut(l * d).zip(dk.par_chunks_mut(l * d)).zip(dv.par_chunks_mut(l * d)).enumerate().for_each_init(
             || (vec![T::zero(); l * l], vec![T::zero(); l * l]),
             |(p, g), (b, ((dq, dk), dv))| {
-                dispatch(
+                self.each_head(
+                    b,
+                    dv,
+                    dout,
+                    &factor,
                     #[inline(always)]
-                    || {
-                        let s = self.start(b);
+                    |dv, h, s| {
                         let m = l - s;
-                        for h in 0..heads {
-                            // a leading padding query: out = f · v, so ∂v = f · ∂out (∂q, ∂k: 0)
-                            for i in 0..s {
-                                let f = self.self_factor(b, h, i, &factor);
-                                let at = (b * l + i) * d + h * dh;
-                                let row = &mut dv[i * d + h * dh..i * d + (h + 1) * dh];
-                                row.iter_mut().zip(&dout[at..at + dh]).for_each(|(o, &x)| *o = x * f);
-                            }
-                            if m == 0 {
-                                continue;
-                            }
-                            let (p, g) = (&mut p[..m * m], &mut g[..m * m]);
-                            let at = (b * l + s) * d + h * dh;
-                            let rows = |t| head(t, at, d, false);
-                            let cols = |t| head(t, at, d, true);
-                            self.weights(p, q, k, b, h, s);
-                            // ∂v = Aᵀ ∂out with A the dropped-out weights
-                            g.copy_from_slice(p);
-                            self.drop_weights(g, b, h, s, &factor);
-                            let (dq, dk, dv) =
-                                (&mut dq[s * d + h * dh..], &mut dk[s * d + h * dh..], &mut dv[s * d + h * dh..]);
-                            gemm(dv, d, m, dh, m, Mat::transposed(g, m), rows(dout), false);
-                            // ∂A = ∂out vᵀ, then ∂P through the dropout
-                            gemm(g, m, m, m, dh, rows(dout), cols(v), false);
-                            self.drop_weights(g, b, h, s, &factor);
-                            // ∂scores = scale · P ⊙ (∂P − Σ P ⊙ ∂P), zero past the diagonal
-                            for (i, (g, p)) in g.chunks_mut(m).zip(p.chunks(m)).enumerate() {
-                                let dot = dot_lanes(&g[..=i], &p[..=i]);
-                                g[..=i].iter_mut().zip(&p[..=i]).for_each(|(a, &w)| *a = scale * w * (*a - dot));
-                                g[i + 1..].iter_mut().for_each(|a| *a = T::zero());
-                            }
-                            gemm(dq, d, m, dh, m, Mat::rows(g, m), rows(k), false);
-                            gemm(dk, d, m, dh, m, Mat::transposed(g, m), rows(q), false);
+                        let (p, g) = (&mut p[..m * m], &mut g[..m * m]);
+                        let at = (b * l + s) * d + h * dh;
+                        let rows = |t| head(t, at, d, false);
+                        let cols = |t| head(t, at, d, true);
+                        self.weights(p, q, k, b, h, s);
+                        // ∂v = Aᵀ ∂out with A the dropped-out weights
+                        g.copy_from_slice(p);
+                        self.drop_weights(g, b, h, s, &factor);
+                        let (dq, dk, dv) =
+                            (&mut dq[s * d + h * dh..], &mut dk[s * d + h * dh..], &mut dv[s * d + h * dh..]);
+                        gemm(dv, d, m, dh, m, Mat::transposed(g, m), rows(dout), false);
+                        // ∂A = ∂out vᵀ, then ∂P through the dropout
+                        gemm(g, m, m, m, dh, rows(dout), cols(v), false);
+                        self.drop_weights(g, b, h, s, &factor);
+                        // ∂scores = scale · P ⊙ (∂P − Σ P ⊙ ∂P), zero past the diagonal
+                        for (i, (g, p)) in g.chunks_mut(m).zip(p.chunks(m)).enumerate() {
+                            let dot = dot_lanes(&g[..=i], &p[..=i]);
+                            g[..=i].iter_mut().zip(&p[..=i]).for_each(|(a, &w)| *a = scale * w * (*a - dot));
+                            g[i + 1..].iter_mut().for_each(|a| *a = T::zero());
                         }
+                        gemm(dq, d, m, dh, m, Mat::rows(g, m), rows(k), false);
+                        gemm(dk, d, m, dh, m, Mat::transposed(g, m), rows(q), false);
                     },
                 )
             },
@@ -238,62 +247,38 @@ fn head<T>(t: &[T], at: usize, d: usize, transposed: bool) -> Mat<'_, T> {
     }
 }
 
-impl CustomOp3 for Attention {
-    fn name(&self) -> &'static str {
-        "attention"
+impl Fused3 for Attention {
+    const NAME: &'static str = "attention";
+
+    fn shape(&self, [q, ..]: [&Layout; 3]) -> Result<Shape> {
+        Ok(q.shape().clone())
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s1, "attention", |T| {
-            let [q, k, v] = slices::<T, 3>([(s1, l1), (s2, l2), (s3, l3)], "attention")?;
-            Ok((T::storage(self.forward(q, k, v)), l1.shape().clone()))
-        })
+    fn compute<T: Real>(&self, [q, k, v]: [&[T]; 3], _: [&Layout; 3]) -> Result<Vec<T>> {
+        Ok(self.attend(q, k, v))
     }
 
-    fn bwd(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn backward(&self, [q, k, v]: [&Tensor; 3], grad: &Tensor) -> Result<[Option<Tensor>; 3]> {
         let op = AttentionGrad { forward: self.clone(), grad: grad.contiguous()? };
-        let all = q.apply_op3_no_bwd(k, v, &op)?;
-        Ok((Some(all.get(0)?), Some(all.get(1)?), Some(all.get(2)?)))
+        let all = q.apply_op3_no_bwd(k, v, &Op3(op))?;
+        Ok([Some(all.get(0)?), Some(all.get(1)?), Some(all.get(2)?)])
     }
 }
 
-impl CustomOp3 for AttentionGrad {
-    fn name(&self) -> &'static str {
-        "attention-grad"
+impl Fused3 for AttentionGrad {
+    const NAME: &'static str = "attention-grad";
+
+    fn shape(&self, [q, ..]: [&Layout; 3]) -> Result<Shape> {
+        let mut dims = vec![3];
+        dims.extend_from_slice(q.shape().dims());
+        Ok(Shape::from(dims))
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (grad, grad_layout) = self.grad.storage_and_layout();
+    fn compute<T: Real>(&self, [q, k, v]: [&[T]; 3], _: [&Layout; 3]) -> Result<Vec<T>> {
+        let (grad, layout) = self.grad.storage_and_layout();
         let Storage::Cpu(grad) = &*grad else { candle_core::bail!("attention runs on the CPU") };
-        let mut dims = vec![3];
-        dims.extend_from_slice(l1.shape().dims());
-        by_dtype!(s1, "attention", |T| {
-            let [q, k, v, dout] = slices::<T, 4>([(s1, l1), (s2, l2), (s3, l3), (grad, grad_layout)], "attention")?;
-            Ok((T::storage(self.forward.backward(q, k, v, dout)), Shape::from(dims)))
-        })
+        let dout = slice::<T>(grad, layout, "attention")?;
+        Ok(self.forward.attend_backward(q, k, v, dout))
     }
 }
 

@@ -2,16 +2,16 @@
 //! (kernels::layer_norm_row); backward gives ∂x per row and ∂w, ∂b summed
 //! over fixed blocks of rows in order.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::last_dim;
-use crate::kernels::{add_in_order, dispatch, layer_norm_row, moments, slices, Real, ROW_BLOCK};
+use super::{last_dim, Fused3, Op3};
+use crate::kernels::{add_in_order, dispatch, layer_norm_row, moments, Real, ROW_BLOCK};
 
 /// Layer norm over the last dimension, (x − mean) / sqrt(var + eps) · w + b
 /// (biased variance), as `candle_nn::ops::layer_norm_slow` computes it.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
-    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNorm { eps })
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Op3(LayerNorm { eps }))
 }
 
 struct LayerNorm {
@@ -78,68 +78,42 @@ fn layer_norm_backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f32) -> Vec<T> 
     out
 }
 
-impl CustomOp3 for LayerNorm {
-    fn name(&self) -> &'static str {
-        "layer-norm"
-    }
+impl Fused3 for LayerNorm {
+    const NAME: &'static str = "layer-norm";
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let d = last_dim(l1);
-        if l2.shape().elem_count() != d || l3.shape().elem_count() != d {
+    fn shape(&self, [x, w, b]: [&Layout; 3]) -> Result<Shape> {
+        let d = last_dim(x);
+        if w.shape().elem_count() != d || b.shape().elem_count() != d {
             candle_core::bail!("layer norm weights must have {d} values");
         }
-        by_dtype!(s1, "layer norm", |T| {
-            let [x, w, b] = slices::<T, 3>([(s1, l1), (s2, l2), (s3, l3)], "layer norm")?;
-            Ok((T::storage(layer_norm_forward(x, w, b, self.eps)), l1.shape().clone()))
-        })
+        Ok(x.shape().clone())
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn compute<T: Real>(&self, [x, w, b]: [&[T]; 3], _: [&Layout; 3]) -> Result<Vec<T>> {
+        Ok(layer_norm_forward(x, w, b, self.eps))
+    }
+
+    fn backward(&self, [x, w, _b]: [&Tensor; 3], grad: &Tensor) -> Result<[Option<Tensor>; 3]> {
         let d = w.elem_count();
         let rows = x.elem_count() / d;
-        let all = x.apply_op3_no_bwd(w, &grad.contiguous()?, &LayerNormGrad { eps: self.eps })?;
+        let all = x.apply_op3_no_bwd(w, &grad.contiguous()?, &Op3(LayerNormGrad { eps: self.eps }))?;
         let dx = all.narrow(0, 0, rows)?.reshape(x.shape())?;
         let dw = all.get(rows)?.reshape(w.shape())?;
         let db = all.get(rows + 1)?.reshape(w.shape())?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok([Some(dx), Some(dw), Some(db)])
     }
 }
 
-impl CustomOp3 for LayerNormGrad {
-    fn name(&self) -> &'static str {
-        "layer-norm-grad"
+impl Fused3 for LayerNormGrad {
+    const NAME: &'static str = "layer-norm-grad";
+
+    fn shape(&self, [x, ..]: [&Layout; 3]) -> Result<Shape> {
+        let d = last_dim(x);
+        Ok(Shape::from((x.shape().elem_count() / d + 2, d)))
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let d = last_dim(l1);
-        let rows = l1.shape().elem_count() / d;
-        by_dtype!(s1, "layer norm", |T| {
-            let [x, w, dy] = slices::<T, 3>([(s1, l1), (s2, l2), (s3, l3)], "layer norm")?;
-            Ok((T::storage(layer_norm_backward(x, w, dy, self.eps)), Shape::from((rows + 2, d))))
-        })
+    fn compute<T: Real>(&self, [x, w, dy]: [&[T]; 3], _: [&Layout; 3]) -> Result<Vec<T>> {
+        Ok(layer_norm_backward(x, w, dy, self.eps))
     }
 }
 

@@ -1,18 +1,18 @@
 //! A linear layer x·wᵀ + b as one op: block products (kernels::gemm) over
 //! row blocks of x in parallel; backward gives ∂x, ∂w and ∂b at once.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::last_dim;
-use crate::kernels::{add_in_order, gemm, slices, Mat, Real};
+use super::{last_dim, Fused3, Op3};
+use crate::kernels::{add_in_order, gemm, Mat, Real};
 
 /// x·wᵀ + b over the last dimension of x (any rank; w: out × in, b: out),
 /// as one op: row blocks of x are multiplied in parallel, and backward
 /// gives ∂x, ∂w and ∂b at once (∂w and ∂b summed over fixed row blocks in
 /// order).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear)
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Op3(Linear))
 }
 
 struct Linear;
@@ -60,71 +60,44 @@ fn linear_backward<T: Real>(x: &[T], w: &[T], dy: &[T], inp: usize, out: usize) 
     all
 }
 
-impl CustomOp3 for Linear {
-    fn name(&self) -> &'static str {
-        "linear"
-    }
+impl Fused3 for Linear {
+    const NAME: &'static str = "linear";
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let inp = last_dim(l1);
-        let (out, w_in) = l2.shape().dims2()?;
-        if w_in != inp || l3.shape().elem_count() != out {
-            candle_core::bail!("linear of {:?} by {:?} + {:?}", l1.shape(), l2.shape(), l3.shape());
+    fn shape(&self, [x, w, b]: [&Layout; 3]) -> Result<Shape> {
+        let inp = last_dim(x);
+        let (out, w_in) = w.shape().dims2()?;
+        if w_in != inp || b.shape().elem_count() != out {
+            candle_core::bail!("linear of {:?} by {:?} + {:?}", x.shape(), w.shape(), b.shape());
         }
-        let mut dims = l1.shape().dims().to_vec();
+        let mut dims = x.shape().dims().to_vec();
         *dims.last_mut().unwrap_or(&mut 0) = out;
-        by_dtype!(s1, "linear", |T| {
-            let [x, w, b] = slices::<T, 3>([(s1, l1), (s2, l2), (s3, l3)], "linear")?;
-            Ok((T::storage(linear_forward(x, w, b, inp, out)), Shape::from(dims)))
-        })
+        Ok(Shape::from(dims))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn compute<T: Real>(&self, [x, w, b]: [&[T]; 3], [lx, ..]: [&Layout; 3]) -> Result<Vec<T>> {
+        Ok(linear_forward(x, w, b, last_dim(lx), b.len()))
+    }
+
+    fn backward(&self, [x, w, b]: [&Tensor; 3], grad: &Tensor) -> Result<[Option<Tensor>; 3]> {
         let (n_x, n_w) = (x.elem_count(), w.elem_count());
-        let all = x.apply_op3_no_bwd(w, &grad.contiguous()?, &LinearGrad)?;
+        let all = x.apply_op3_no_bwd(w, &grad.contiguous()?, &Op3(LinearGrad))?;
         let dx = all.narrow(0, 0, n_x)?.reshape(x.shape())?;
         let dw = all.narrow(0, n_x, n_w)?.reshape(w.shape())?;
         let db = all.narrow(0, n_x + n_w, b.elem_count())?.reshape(b.shape())?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok([Some(dx), Some(dw), Some(db)])
     }
 }
 
-impl CustomOp3 for LinearGrad {
-    fn name(&self) -> &'static str {
-        "linear-grad"
+impl Fused3 for LinearGrad {
+    const NAME: &'static str = "linear-grad";
+
+    fn shape(&self, [x, w, _]: [&Layout; 3]) -> Result<Shape> {
+        let (out, inp) = w.shape().dims2()?;
+        Ok(Shape::from(x.shape().elem_count() + out * inp + out))
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let inp = last_dim(l1);
-        let (out, _) = l2.shape().dims2()?;
-        let len = l1.shape().elem_count() + out * inp + out;
-        by_dtype!(s1, "linear", |T| {
-            let [x, w, dy] = slices::<T, 3>([(s1, l1), (s2, l2), (s3, l3)], "linear")?;
-            Ok((T::storage(linear_backward(x, w, dy, inp, out)), Shape::from(len)))
-        })
+    fn compute<T: Real>(&self, [x, w, dy]: [&[T]; 3], [lx, lw, _]: [&Layout; 3]) -> Result<Vec<T>> {
+        Ok(linear_backward(x, w, dy, last_dim(lx), lw.shape().dims2()?.0))
     }
 }
 
