@@ -7,8 +7,8 @@
 //! dominate a single sequence anyway.
 //!
 //! The result equals `Recommender::score_last` on the history left-padded
-//! to `max_len` up to f32 rounding (GELU's erf is our own vectorisable fit,
-//! within 2 ulp of the libm erff the model uses), while doing less work:
+//! to `max_len` up to f32 rounding (the same kernels: lane reductions,
+//! exp, GELU's erf; an f64 model uses the exact erf), while doing less work:
 //! - SASRec runs the real tokens only (n rows at positions max_len−n..): a
 //!   real query never attends to padding keys, so padding rows cannot change
 //!   it; the last block computes queries, FFN and output for the last row
