@@ -10,6 +10,7 @@ pub mod parallel;
 pub mod ranking;
 pub mod rec_pca;
 pub mod sequences;
+pub mod simd;
 pub mod vocabulary;
 
 pub use graph::{CooccurrenceGraph, Damping, Event, GraphError, GraphParams, Weighting};

@@ -18,7 +18,7 @@ use faer::linalg::matmul::triangular::{matmul as triangular_matmul, BlockStructu
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use sprs::CsMat;
 
-use crate::parallel;
+use crate::{parallel, simd};
 
 /// Rows per block when accumulating XᵀX and Xᵀ(ÂX).
 const BLOCK_ROWS: usize = 1024;
@@ -313,27 +313,19 @@ fn normalise_and_centre(e: &mut Embeddings) {
 }
 
 /// Rows start..start+rows of ÂX into `y` (X stored as f32, sums in f64).
-/// This is the one loop of Rec-PCA that is not a library GEMM; it is
-/// compiled a second time for AVX2+FMA and picked at run time, since the
-/// portable x86-64 build has only SSE2.
+/// This is the one loop of Rec-PCA that is not a library GEMM; it runs
+/// through [`simd::dispatch`] (the portable x86-64 build has only SSE2),
+/// with the same result on every path (no fused multiply-adds).
 fn adjacency_times_x(a: &CsMat<f64>, x: &[f32], d: usize, start: usize, y: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for
-        return unsafe { adjacency_times_x_avx2(a, x, d, start, y) };
-    }
-    adjacency_times_x_portable(a, x, d, start, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn adjacency_times_x_avx2(a: &CsMat<f64>, x: &[f32], d: usize, start: usize, y: &mut [f64]) {
-    adjacency_times_x_portable(a, x, d, start, y)
+    simd::dispatch(
+        #[inline(always)]
+        || adjacency_times_x_on_this_path(a, x, d, start, y),
+    )
 }
 
 /// `y` holds whole rows (row-major), starting at row `start` of ÂX.
 #[inline(always)]
-fn adjacency_times_x_portable(a: &CsMat<f64>, x: &[f32], d: usize, start: usize, y: &mut [f64]) {
+fn adjacency_times_x_on_this_path(a: &CsMat<f64>, x: &[f32], d: usize, start: usize, y: &mut [f64]) {
     for (r, out) in y.chunks_exact_mut(d).enumerate() {
         out.fill(0.0);
         if let Some(row) = a.outer_view(start + r) {
@@ -519,6 +511,34 @@ mod tests {
                 let g = mat_mul(x.transpose(), ax.as_ref());
                 symmetrised(s.as_ref(), Some(g.as_ref()), lambda)
             }
+        }
+    }
+
+    #[test]
+    fn the_adjacency_product_is_the_same_on_every_instruction_set() {
+        let (n, d) = (70, 37);
+        let e = random_embeddings(n, d, 5);
+        let graph = ring_graph(n, 2);
+        let (a, _) = graph.normalized_adjacency_for(&e.ids);
+        let x = Mat::from_fn(n, d, |i, j| e.values[i * d + j] as f64);
+        let ax = mat_mul(dense(&a).as_ref(), x.as_ref());
+        let run = |p: &simd::Path| {
+            let mut y = vec![f64::NAN; (n - 3) * d];
+            p.run(
+                #[inline(always)]
+                || adjacency_times_x_on_this_path(&a, &e.values, d, 3, &mut y),
+            );
+            y
+        };
+        let paths = simd::paths();
+        let scalar = run(&paths[0]);
+        for (i, row) in scalar.chunks(d).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                assert!((v - ax[(i + 3, c)]).abs() < 1e-12, "ÂX[{}, {c}]", i + 3);
+            }
+        }
+        for p in &paths[1..] {
+            assert!(run(p).iter().zip(&scalar).all(|(x, y)| x.to_bits() == y.to_bits()), "{} differs", p.name());
         }
     }
 

@@ -6,31 +6,21 @@
 //! usage: cargo run --release -p tfllmer-train --example score_timing -- [sasrec|gru4rec] [HISTORIES]
 //!
 //! candle runs with one compute thread, so both time one core.
+mod common;
+
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use tfllmer_train::model::{left_pad, Backbone, ModelConfig, Recommender};
+use candle_core::{Device, Tensor};
+use tfllmer_train::model::{left_pad, Recommender};
 use tfllmer_train::rng::SplitMix64;
 use tfllmer_train::scorer::Scorer;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let backbone =
-        if std::env::args().nth(1).as_deref() == Some("gru4rec") { Backbone::Gru4Rec } else { Backbone::SasRec };
+    let backbone = common::backbone_arg(1);
     let count: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
     tfllmer_train::threads::init_compute_threads(1);
     let (n_items, max_len) = (3706, 200);
-    let config = ModelConfig {
-        backbone,
-        n_items,
-        dim: 64,
-        max_len,
-        layers: 2,
-        heads: 1,
-        dropout: 0.2,
-        normalize: true,
-        dtype: DType::F32,
-        temperature: None,
-    };
+    let config = common::config(backbone, n_items, max_len, 2);
     let mut rng = SplitMix64::new(1);
     let model = Recommender::new(config, None, &mut rng)?;
     let t = Instant::now();
@@ -40,8 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed().as_secs_f64() * 1e3,
         scorer.memory_bytes() as f64 / 1e6
     );
-    let histories: Vec<Vec<u32>> =
-        (0..count).map(|_| (0..max_len).map(|_| 1 + (rng.next_u64() % n_items as u64) as u32).collect()).collect();
+    let histories = common::random_sequences(&mut rng, count, max_len, n_items);
 
     // warm up (scratch memory, caches), then time every call
     for h in histories.iter().take(50) {

@@ -6,34 +6,23 @@
 //! Besides wall-clock times it prints the process's CPU time per part
 //! (all threads, user + system), steadier than wall time on a shared
 //! machine; the last line gives the medians over the steps after the first.
+mod common;
+
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use tfllmer_train::model::{left_pad, Backbone, ModelConfig, Recommender};
+use tfllmer_train::model::{left_pad, Recommender};
 use tfllmer_train::rng::SplitMix64;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let arg = |i: usize, d: usize| std::env::args().nth(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (n, b, l) = (arg(1, 3706), arg(2, 128), arg(3, 200));
-    let backbone =
-        if std::env::args().nth(4).as_deref() == Some("gru4rec") { Backbone::Gru4Rec } else { Backbone::SasRec };
-    let config = ModelConfig {
-        backbone,
-        n_items: n,
-        dim: 64,
-        max_len: l,
-        layers: arg(5, 2),
-        heads: 1,
-        dropout: 0.2,
-        normalize: true,
-        dtype: DType::F32,
-        temperature: None,
-    };
+    let backbone = common::backbone_arg(4);
+    let config = common::config(backbone, n, l, arg(5, 2));
     let mut rng = SplitMix64::new(1);
     let model = Recommender::new(config, None, &mut rng)?;
-    let rows: Vec<Vec<u32>> =
-        (0..b).map(|_| (0..=l).map(|_| 1 + (rng.next_u64() % n as u64) as u32).collect()).collect();
+    let rows = common::random_sequences(&mut rng, b, l + 1, n);
     let inputs: Vec<&[u32]> = rows.iter().map(|r| &r[..l]).collect();
     let outputs: Vec<&[u32]> = rows.iter().map(|r| &r[1..]).collect();
     let seq = Tensor::from_vec(left_pad(&inputs, l), (b, l), &Device::Cpu)?;

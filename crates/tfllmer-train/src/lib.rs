@@ -15,9 +15,12 @@ pub mod options;
 pub mod plot;
 pub mod rng;
 pub mod scorer;
-pub mod softmax;
 pub mod threads;
 pub mod train;
+
+/// L2 normalisation of item rows as the model's item table does it
+/// (e / sqrt(‖e‖² + 1e-24), zero rows stay zero).
+pub use kernels::normalize_rows;
 
 /// The tensor element type of a [`model::ModelConfig`].
 pub use candle_core::DType;

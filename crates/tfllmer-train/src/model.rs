@@ -13,7 +13,7 @@
 //! candle's fused softmax / layer-norm kernels have no backward pass
 //! (shared/CANDLE.md): layer norm, GELU, dropout, the masked attention
 //! softmax, the item table's normalisation and the output layer with its
-//! loss are our own fused ops with a backward (ops.rs, loss.rs), checked
+//! loss are our own fused ops with a backward (ops/, loss.rs), checked
 //! against candle's composite versions; the tests assert that every
 //! parameter receives a gradient and check it against finite differences.
 
