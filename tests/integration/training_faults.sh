@@ -66,14 +66,15 @@ check "every queued job ran to the end" "3 succeeded" "$(q "SELECT count(*) || '
 
 # 1b. a panic inside the training loop (the build's test-only fault point
 #    "train-batch", switched on through the server's environment: a
-#    worker's 6th batch panics, once): the job ends failed with the panic's
+#    worker's 101st batch panics, once: in the third epoch of long_walks): the job ends failed with the panic's
 #    message, and the job queued behind it (one slot) starts without anyone
 #    calling wait_job for it (the finishing worker runs it)
-as_root runuser -u "$PG_OS_USER" -- env "FAILPOINTS=train-batch=5*off->1*panic(injected fault in the training loop)->off" \
+as_root runuser -u "$PG_OS_USER" -- env "FAILPOINTS=train-batch=100*off->1*panic(injected fault in the training loop)->off" \
     "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -m fast -o "$(server_options "$dir" "$PGPORT")" \
     restart >/dev/null
 tiny='{"epochs": 1, "batch_size": 64, "max_len": 10, "dim": 8}'
 panicky=$(q "SELECT tfllmer.train('panicky', 'long_walks', options => '$long')")
+wait_until_running "$panicky"
 behind=$(psql_q -d "$db" -A -t -c "SELECT tfllmer.train('behind_the_panic', 'walks', options => '$tiny')" 2>/dev/null)
 check "panic: the second job waits for the only slot" queued "$(q "SELECT state FROM tfllmer.jobs WHERE job_id = $behind")"
 check "panic: the job ends failed" failed "$(q "SELECT tfllmer.wait_job($panicky, timeout_s => 300)")"
