@@ -566,17 +566,7 @@ mod tests {
         let Encoder::SasRec { pos, blocks, ln_final } = &m.encoder else { unreachable!("a SASRec model") };
         let mut x = drop(&x.broadcast_add(&pos.as_tensor().i(0..l).unwrap()).unwrap(), &mut rng);
         let tokens = seq.flatten_all().unwrap().to_vec1::<u32>().unwrap();
-        let mut mask = vec![0.0f64; b * l * l];
-        for r in 0..b {
-            for i in 0..l {
-                for j in 0..l {
-                    if !(j == i || (j < i && tokens[r * l + j] != 0)) {
-                        mask[(r * l + i) * l + j] = -1e9;
-                    }
-                }
-            }
-        }
-        let mask = Tensor::from_vec(mask, (b, 1, l, l), &Device::Cpu).unwrap().to_dtype(w.dtype()).unwrap();
+        let mask = crate::ops::testing::causal_mask(&tokens, b, l).to_dtype(w.dtype()).unwrap();
         for block in blocks {
             let y = ln(&x, &block.ln1);
             let heads = |t: Tensor| t.reshape((b, l, h, dh)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();

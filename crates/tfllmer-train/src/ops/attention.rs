@@ -286,7 +286,7 @@ impl Fused3 for AttentionGrad {
 mod tests {
     use candle_core::{Device, D};
 
-    use super::super::testing::compare;
+    use super::super::testing::{causal_mask, compare};
     use super::*;
     use crate::rng::SplitMix64;
 
@@ -297,17 +297,7 @@ mod tests {
         let tokens: Vec<u32> = vec![0, 0, 3, 4, 5, 1, 2, 3, 4, 5, 0, 1, 0, 2, 3, 0, 0, 0, 0, 0];
         for heads in [1, 2] {
             let dh = d / heads;
-            let mut mask = vec![0.0f64; b * l * l];
-            for r in 0..b {
-                for i in 0..l {
-                    for j in 0..l {
-                        if !(j == i || (j < i && tokens[r * l + j] != 0)) {
-                            mask[(r * l + i) * l + j] = -1e9;
-                        }
-                    }
-                }
-            }
-            let mask = Tensor::from_vec(mask, (b, 1, l, l), &Device::Cpu).unwrap();
+            let mask = causal_mask(&tokens, b, l);
             for p in [0.0, 0.4] {
                 let n = b * heads * l * l;
                 let keep = SplitMix64::new(3).dropout_keep(n, p);

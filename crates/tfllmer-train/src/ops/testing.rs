@@ -50,3 +50,20 @@ pub(crate) fn compare_within(f64_tol: f64, shapes: &[&[usize]], f: impl Fn(&[Ten
         }
     }
 }
+
+/// The additive mask of causal attention as a composite computes it, B × 1
+/// × L × L: position i sees itself and the real (non-padding) keys before
+/// it; everything else gets −1e9.
+pub(crate) fn causal_mask(tokens: &[u32], b: usize, l: usize) -> Tensor {
+    let mut mask = vec![0.0f64; b * l * l];
+    for r in 0..b {
+        for i in 0..l {
+            for j in 0..l {
+                if !(j == i || (j < i && tokens[r * l + j] != 0)) {
+                    mask[(r * l + i) * l + j] = -1e9;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(mask, (b, 1, l, l), &Device::Cpu).unwrap()
+}
