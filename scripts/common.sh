@@ -47,13 +47,14 @@ ensure_deps() {
 # under that name but the machine's stable toolchain is that release, link
 # it (nothing is downloaded); otherwise rustup installs it as usual.
 ensure_toolchain() {
-    local pinned stable_dir
+    local pinned stable_dir host
     pinned=$(sed -n 's/^channel = "\(.*\)"/\1/p' "$TFLLMER_ROOT/rust-toolchain.toml")
-    if ! (cd "$TFLLMER_ROOT" && rustup toolchain list | grep -q "^$pinned"); then
+    if ! rustup toolchain list | grep -q "^$pinned"; then
         stable_dir=$(rustup run stable rustc --print sysroot 2>/dev/null || true)
         if [ -n "$stable_dir" ] && rustup run stable rustc --version | grep -q "^rustc $pinned "; then
-            log "linking toolchain $pinned to the machine's stable toolchain"
-            rustup toolchain link "$pinned" "$stable_dir"
+            host=$(rustup run stable rustc -vV | sed -n 's/^host: //p')
+            log "linking toolchain $pinned-$host to the machine's stable toolchain (the same release)"
+            ln -s "$stable_dir" "${RUSTUP_HOME:-$HOME/.rustup}/toolchains/$pinned-$host"
         fi
     fi
 }
