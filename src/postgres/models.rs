@@ -149,12 +149,10 @@ pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
         Recommender::from_safetensors(config, &weights).unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
     let items = Vocabulary::decode(&row.ids.unwrap_or_else(|| missing("item_ids")), n_items)
         .unwrap_or_else(|e| corrupt(e.to_string()));
-    let [user_column, item_column, time_column] = [
-        (row.columns[0].clone(), "user_column"),
-        (row.columns[1].clone(), "item_column"),
-        (row.columns[2].clone(), "time_column"),
-    ]
-    .map(|(c, column)| c.unwrap_or_else(|| missing(column)));
+    let [user, item, time] = row.columns;
+    let user_column = user.unwrap_or_else(|| missing("user_column"));
+    let item_column = item.unwrap_or_else(|| missing("item_column"));
+    let time_column = time.unwrap_or_else(|| missing("time_column"));
     LoadedModel {
         version,
         model,

@@ -60,9 +60,8 @@ pub fn caught_message(e: &CaughtError) -> String {
         CaughtError::RustPanic { ereport, .. } => ereport,
     };
     match report.detail() {
-        Some(detail) if !detail.is_empty() && !looks_like_backtrace(detail) => {
-            format!("{} ({detail})", report.message())
-        }
+        // (detail() is the DETAIL alone: pgrx keeps a captured backtrace apart)
+        Some(detail) if !detail.is_empty() => format!("{} ({detail})", report.message()),
         _ => report.message().to_string(),
     }
 }
@@ -81,9 +80,4 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     } else {
         "a panic without a message".to_string()
     }
-}
-
-/// pgrx puts a captured backtrace in DETAIL when RUST_BACKTRACE is set.
-fn looks_like_backtrace(detail: &str) -> bool {
-    detail.contains("backtrace") || detail.contains("at src/") || detail.contains("rust_begin_unwind")
 }

@@ -56,18 +56,6 @@ pub trait TrainObserver {
     fn on_epoch(&mut self, report: &EpochReport) -> Control;
 }
 
-/// An observer that lets every run go to its end.
-pub struct RunToEnd;
-
-impl TrainObserver for RunToEnd {
-    fn between_batches(&mut self) -> Control {
-        Control::Continue
-    }
-    fn on_epoch(&mut self, _report: &EpochReport) -> Control {
-        Control::Continue
-    }
-}
-
 /// An observer made of two closures (tests, examples).
 pub struct Callbacks<E, B> {
     pub on_epoch: E,

@@ -67,15 +67,11 @@ pub fn launch_worker(job_id: i64, start: &WorkerStart) -> bool {
 /// and runs itself (its slot is the one that is free; it cannot register a
 /// successor while it holds it). Returns that job, if any.
 pub fn take_next_queued_job(finished: &WorkerStart) -> Option<(i64, WorkerStart)> {
-    hand_out_queued_jobs(4, Some(finished)).1
-}
-
-fn hand_out_queued_jobs(max_jobs: i32, finished: Option<&WorkerStart>) -> (usize, Option<(i64, WorkerStart)>) {
     let claimed: Vec<(i64, pg_sys::Oid, pg_sys::Oid)> = Spi::connect_mut(|client| {
         let rows = client.update(
             "SELECT job_id, login_role, owner FROM tfllmer.claim_queued_jobs($1)",
             None,
-            &[max_jobs.into()],
+            &[4i32.into()],
         )?;
         let mut out = Vec::new();
         for row in rows {
@@ -89,17 +85,15 @@ fn hand_out_queued_jobs(max_jobs: i32, finished: Option<&WorkerStart>) -> (usize
     })
     .unwrap_or_else(|e| spi_failed(e));
     let database = backend::database();
-    let (mut launched, mut kept) = (0, None);
+    let mut kept = None;
     for (job_id, login_role, owner) in claimed {
         let start = WorkerStart { database, login_role, owner, creator_xid: 0 };
-        if kept.is_none() && finished.is_some_and(|f| f.login_role == login_role) {
+        if kept.is_none() && login_role == finished.login_role {
             kept = Some((job_id, start));
-        } else if launch_worker(job_id, &start) {
-            launched += 1;
-        } else {
+        } else if !launch_worker(job_id, &start) {
             Spi::run_with_args("SELECT tfllmer.release_queued_job($1)", &[job_id.into()])
                 .unwrap_or_else(|e| spi_failed(e));
         }
     }
-    (launched, kept)
+    kept
 }
