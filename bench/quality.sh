@@ -15,6 +15,9 @@
 #      TFLLMER_BENCH_PATIENCE=P early-stopping patience in epochs (default 10)
 #      TFLLMER_BENCH_SEEDS="7 8 9" trains every variant once per seed (default 7);
 #        with more than one seed the models are named VARIANT_sSEED
+#      TFLLMER_BENCH_LOSSES="full sampled_softmax:1024:uniform" trains every variant once per
+#        loss (option "loss", "negatives", "sampler"); models are named VARIANT_LOSS[_sSEED]
+#        (default: no loss option, i.e. chosen by catalogue size)
 #      TFLLMER_BENCH_PARALLEL=1 submits every job at once (they share the cores;
 #        same results as one after another for the same thread count, as
 #        training is deterministic per seed and thread count; s/epoch grows)
@@ -38,8 +41,23 @@ cap=""
 [ -n "${TFLLMER_BENCH_SECONDS:-}" ] && cap=", \"max_train_seconds\": $TFLLMER_BENCH_SECONDS"
 threads="${TFLLMER_BENCH_THREADS:-2}"
 read -ra seed_list <<< "${TFLLMER_BENCH_SEEDS:-7}"
-options_for_seed() {
-    echo "{\"epochs\": $epochs, \"max_len\": $max_len, \"dim\": 64, \"patience\": ${TFLLMER_BENCH_PATIENCE:-10}, \"seed\": $1, \"threads\": $threads$cap}"
+read -ra loss_list <<< "${TFLLMER_BENCH_LOSSES:-default}"
+loss_options() {  # loss_options SPEC -> extra JSON members
+    local name k sampler
+    IFS=: read -r name k sampler <<< "$1"
+    case "$name" in
+        default) ;;
+        full) echo ", \"loss\": \"full\"" ;;
+        *) echo ", \"loss\": \"$name\"${k:+, \"negatives\": $k}${sampler:+, \"sampler\": \"$sampler\"}" ;;
+    esac
+}
+loss_label() {  # full -> full, sampled_softmax:1024:popularity -> ss1024pop
+    local name k sampler
+    IFS=: read -r name k sampler <<< "$1"
+    case "$name" in full) echo full ;; *) echo "ss${k}${sampler:0:3}" ;; esac
+}
+options_for_seed() {  # options_for_seed SEED [LOSS_SPEC]
+    echo "{\"epochs\": $epochs, \"max_len\": $max_len, \"dim\": 64, \"patience\": ${TFLLMER_BENCH_PATIENCE:-10}, \"seed\": $1, \"threads\": $threads$cap$(loss_options "${2:-default}")}"
 }
 psql_q <<SQL
 CREATE EXTENSION tfllmer;
@@ -68,11 +86,11 @@ sample_memory() {
 sample_memory &
 sampler=$!
 trap 'kill $sampler 2>/dev/null; rm -f "$peak_file"; cluster_stop "$cluster"' EXIT
-submit() {  # submit LABEL BACKBONE INIT NORMALIZE SEED -> job id
+submit() {  # submit LABEL BACKBONE INIT NORMALIZE SEED LOSS_SPEC -> job id
     local init=NULL
     [ "$3" != random ] && init="'$3'"
     psql_q -A -t -c "SELECT tfllmer.train('$1', 'interactions', init => $init, backbone => '$2',
-                                          \"normalize\" => $4, options => '$(options_for_seed "$5")')"
+                                          \"normalize\" => $4, options => '$(options_for_seed "$5" "$6")')"
 }
 wait_for() { psql_q -A -t -c "SELECT tfllmer.wait_job($1)" >/dev/null; }
 selected="${TFLLMER_BENCH_VARIANTS:-sasrec_a sasrec_b sasrec_c sasrec_d gru4rec_a gru4rec_d}"
@@ -82,13 +100,16 @@ for v in "sasrec_a sasrec random false" "sasrec_b sasrec pca false" "sasrec_c sa
          "sasrec_d sasrec recpca true" "gru4rec_a gru4rec random false" "gru4rec_d gru4rec recpca true"; do
     set -- $v
     case " $selected " in *" $1 "*) ;; *) continue ;; esac
-    for seed in "${seed_list[@]}"; do
-        label=$1
-        [ ${#seed_list[@]} -gt 1 ] && label="${1}_s$seed"
-        job=$(submit "$label" "$2" "$3" "$4" "$seed")
-        [ -n "${TFLLMER_BENCH_PARALLEL:-}" ] || wait_for "$job"
-        jobs+=("$job")
-        [ "$2" = sasrec ] && sasrec_jobs+=("$job")
+    for loss in "${loss_list[@]}"; do
+        for seed in "${seed_list[@]}"; do
+            label=$1
+            [ "$loss" != default ] && label="${label}_$(loss_label "$loss")"
+            [ ${#seed_list[@]} -gt 1 ] && label="${label}_s$seed"
+            job=$(submit "$label" "$2" "$3" "$4" "$seed" "$loss")
+            [ -n "${TFLLMER_BENCH_PARALLEL:-}" ] || wait_for "$job"
+            jobs+=("$job")
+            [ "$2" = sasrec ] && sasrec_jobs+=("$job")
+        done
     done
 done
 for job in "${jobs[@]}"; do wait_for "$job"; done
@@ -99,7 +120,8 @@ psql_q <<SQL
 SELECT j.model_name AS variant, j.state, j.epoch AS epochs, m.best_epoch,
        round(m.valid_ndcg10::numeric, 4) AS valid_ndcg10,
        round(m.test_hr10::numeric, 4) AS test_hr10, round(m.test_ndcg10::numeric, 4) AS test_ndcg10,
-       round((SELECT avg(epoch_ms) / 1000 FROM tfllmer.job_log(j.job_id))::numeric, 2) AS s_per_epoch
+       round((SELECT avg(epoch_ms) / 1000 FROM tfllmer.job_log(j.job_id))::numeric, 2) AS s_per_epoch,
+       m.test_users, j.detail
 FROM tfllmer.jobs j LEFT JOIN tfllmer.models m ON m.job_id = j.job_id
 ORDER BY j.job_id;
 SQL

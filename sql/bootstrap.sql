@@ -246,6 +246,8 @@ CREATE TABLE tfllmer.model_store (
     created_at    timestamptz NOT NULL DEFAULT now(),
     item_ids      bytea NOT NULL,
     weights       bytea NOT NULL,
+    -- how many users the test figures were computed on (option eval_users)
+    test_users    bigint NOT NULL,
     PRIMARY KEY (model_name, version)
 );
 ALTER TABLE tfllmer.model_store ALTER COLUMN weights SET STORAGE EXTERNAL;
@@ -297,7 +299,7 @@ SELECT model_name, version, pg_catalog.pg_get_userbyid(owner) AS owner,
        -- additions
        version = max(version) OVER (PARTITION BY model_name) AS is_current,
        job_id, n_users, max_len, layers, heads, dropout, options,
-       source_name AS interactions, epochs, best_epoch
+       source_name AS interactions, epochs, best_epoch, test_users
 FROM tfllmer.model_store;
 GRANT SELECT ON tfllmer.models TO PUBLIC;
 

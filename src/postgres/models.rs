@@ -176,6 +176,10 @@ pub struct NewVersion<'a> {
     pub valid_ndcg10: f64,
     pub test_hr10: f64,
     pub test_ndcg10: f64,
+    /// users the test figures were computed on
+    pub test_users: i64,
+    /// the options as the job resolved them (loss, eval_users filled in)
+    pub options: serde_json::Value,
     /// the vocabulary's stored form
     pub item_ids: Vec<u8>,
     /// safetensors
@@ -194,10 +198,10 @@ pub fn insert_version(v: &NewVersion<'_>) -> i32 {
     write_returning::<i32>(
         "INSERT INTO tfllmer.model_store (model_name, version, job_id, backbone, normalized, init, n_items, n_users,
                 dim, max_len, layers, heads, dropout, options, source_table, source_name, user_column, item_column,
-                time_column, epochs, best_epoch, valid_ndcg10, test_hr10, test_ndcg10, item_ids, weights)
+                time_column, epochs, best_epoch, valid_ndcg10, test_hr10, test_ndcg10, item_ids, weights, test_users)
          SELECT $1, coalesce((SELECT max(version) FROM tfllmer.model_store WHERE model_name = $1), 0) + 1,
-                $2, j.backbone, j.normalize, j.init, $3, $4, $5, $6, $7, $8, $9, j.options, j.source_table,
-                j.source_name, j.user_column, j.item_column, j.time_column, $10, $11, $12, $13, $14, $15, $16
+                $2, j.backbone, j.normalize, j.init, $3, $4, $5, $6, $7, $8, $9, $18, j.source_table,
+                j.source_name, j.user_column, j.item_column, j.time_column, $10, $11, $12, $13, $14, $15, $16, $17
            FROM tfllmer.job_store j WHERE j.job_id = $2
          RETURNING version",
         &[
@@ -217,6 +221,8 @@ pub fn insert_version(v: &NewVersion<'_>) -> i32 {
             v.test_ndcg10.into(),
             v.item_ids.as_slice().into(),
             v.weights.as_slice().into(),
+            v.test_users.into(),
+            pgrx::JsonB(v.options.clone()).into(),
         ],
     )
     .unwrap_or_else(|| raise(Code::ERRCODE_INTERNAL_ERROR, format!("job {}: the job row vanished", v.job_id)))

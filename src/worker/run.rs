@@ -11,9 +11,9 @@ use tfllmer_core::sequences::{leave_one_out, Histories};
 use tfllmer_train::error_message;
 use tfllmer_train::init::initial_item_table;
 use tfllmer_train::model::{ModelConfig, Recommender};
-use tfllmer_train::options::TrainingOptions;
+use tfllmer_train::options::{default_eval_users, LossKind, TrainingOptions};
 use tfllmer_train::rng::SplitMix64;
-use tfllmer_train::train::{batches_per_epoch, evaluate, train, training_samples};
+use tfllmer_train::train::{batches_per_epoch, evaluate, train, training_samples, user_sample, Loss};
 
 use super::progress::{Progress, Stop};
 use super::Outcome;
@@ -128,13 +128,15 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
             .into());
     }
     let n_users = split.train.len() as i64;
-    let n_items = data.histories.n_items() as i64;
-    let detail = (!data.detail.is_empty()).then(|| data.detail.join("; "));
-    transaction(|| job::record_data(job_id, n_users, n_items, detail))?;
+    let n_items = data.histories.n_items();
+    let plan = TrainingPlan::new(&options, split.train.len(), n_items);
+    let mut detail = data.detail;
+    detail.extend(plan.describe(split.train.len(), n_items));
+    transaction(|| job::record_data(job_id, n_users, n_items as i64, Some(detail.join("; "))))?;
 
     let config = ModelConfig {
         backbone,
-        n_items: data.histories.n_items(),
+        n_items,
         dim: options.dim,
         max_len: options.max_len,
         layers: options.layers,
@@ -146,11 +148,12 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
     };
     let model = Recommender::new(config, data.init.as_deref(), &mut rng).map_err(|e| error_message(&e))?;
     let train_seqs: Vec<&[u32]> = split.train.iter().map(|t| t.1).collect();
-    let valid: Vec<(&[u32], u32)> = split.valid.iter().map(|v| (v.1, v.2)).collect();
-    let test: Vec<(&[u32], u32)> = split.test.iter().map(|v| (v.1, v.2)).collect();
+    // validation and test on the same users: all, or a seeded sample
+    let valid: Vec<(&[u32], u32)> = plan.eval_sample.iter().map(|&u| (split.valid[u].1, split.valid[u].2)).collect();
+    let test: Vec<(&[u32], u32)> = plan.eval_sample.iter().map(|&u| (split.test[u].1, split.test[u].2)).collect();
     let batches = batches_per_epoch(training_samples(&train_seqs).len(), options.batch_size);
     let mut progress = Progress::new(job_id, options.epochs, batches, options.max_train_seconds);
-    let reports = train(&model, &train_seqs, &valid, &options.train_options(), &mut rng, &mut progress)
+    let reports = train(&model, &train_seqs, &valid, &plan.train, &mut rng, &mut progress)
         .map_err(|e| format!("training failed: {}", error_message(&e)))?;
     match progress.into_stop() {
         Some(Stop::Cancelled) => {
@@ -179,10 +182,58 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
         valid_ndcg10: best.valid_ndcg10,
         test_hr10: test_metrics.hr(),
         test_ndcg10: test_metrics.ndcg(),
+        test_users: test.len() as i64,
+        options: plan.options.to_json(),
         item_ids: data.histories.items.encode(),
         weights,
     };
     transaction(|| save(job_id, &version))
+}
+
+/// What the options come to on this data: the loss and the evaluation
+/// users resolved by size, and the options with both filled in.
+struct TrainingPlan {
+    train: tfllmer_train::train::TrainOptions,
+    options: TrainingOptions,
+    /// indices of the users whose validation and test cases are ranked
+    eval_sample: Vec<usize>,
+    /// whether the user chose the loss (else: by catalogue size)
+    loss_given: bool,
+}
+
+impl TrainingPlan {
+    fn new(options: &TrainingOptions, n_users: usize, n_items: usize) -> Self {
+        let train = options.train_options(n_items);
+        let eval_users = options.eval_users.unwrap_or_else(|| default_eval_users(n_users, n_items)).min(n_users);
+        let mut resolved = options.clone();
+        resolved.loss = Some(match train.loss {
+            Loss::Full => LossKind::Full,
+            Loss::SampledSoftmax { .. } => LossKind::SampledSoftmax,
+        });
+        resolved.eval_users = Some(eval_users);
+        let eval_sample = user_sample(n_users, eval_users, options.seed);
+        Self { train, options: resolved, eval_sample, loss_given: options.loss.is_some() }
+    }
+
+    /// For the job's detail: what was chosen, and why.
+    fn describe(&self, n_users: usize, n_items: usize) -> Vec<String> {
+        let by_size = |given: bool| if given { "" } else { " (by catalogue size)" };
+        let mut out = vec![match self.train.loss {
+            Loss::Full => format!("loss: full softmax over {n_items} items{}", by_size(self.loss_given)),
+            Loss::SampledSoftmax { negatives, sampler } => format!(
+                "loss: sampled softmax, {negatives} {} negatives a step{}",
+                sampler.as_str(),
+                by_size(self.loss_given)
+            ),
+        }];
+        if self.eval_sample.len() < n_users {
+            out.push(format!(
+                "validation and test on a seeded sample of {} of {n_users} users",
+                self.eval_sample.len()
+            ));
+        }
+        out
+    }
 }
 
 /// Stores the new version and marks the job succeeded, in one transaction;

@@ -5,6 +5,7 @@
 //! usage: cargo run --release -p tfllmer-train --example train_folder -- DIR
 //!        [--backbone sasrec|gru4rec] [--epochs N] [--max-len L] [--dim D] [--batch B]
 //!        [--no-normalize] [--seed S] [--threads T] [--patience P]
+//!        [--loss full|sampled_softmax] [--negatives K] [--sampler uniform|popularity]
 //!
 //! `--threads T` builds the compute pool with T threads before anything else
 //! runs (as the extension does); without it candle and rayon size their pools
@@ -14,7 +15,8 @@ use tfllmer_core::graph::Event;
 use tfllmer_core::sequences::{leave_one_out, Histories};
 use tfllmer_train::model::{Backbone, ModelConfig, Recommender};
 use tfllmer_train::rng::SplitMix64;
-use tfllmer_train::train::{evaluate, train, Callbacks, Control, EpochReport, TrainOptions};
+use tfllmer_train::sampling::Sampler;
+use tfllmer_train::train::{evaluate, train, Callbacks, Control, EpochReport, Loss, TrainOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -57,6 +59,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: opt("--batch", "128").parse()?,
         learning_rate: 1e-3,
         patience: opt("--patience", "10").parse()?,
+        loss: match opt("--loss", "full").as_str() {
+            "full" => Loss::Full,
+            "sampled_softmax" => Loss::SampledSoftmax {
+                negatives: opt("--negatives", "1024").parse()?,
+                sampler: if opt("--sampler", "uniform") == "popularity" {
+                    Sampler::Popularity
+                } else {
+                    Sampler::Uniform
+                },
+            },
+            other => return Err(format!("--loss must be full or sampled_softmax, not {other}").into()),
+        },
     };
     let train_seqs: Vec<&[u32]> = split.train.iter().map(|t| t.1).collect();
     let valid: Vec<(&[u32], u32)> = split.valid.iter().map(|v| (v.1, v.2)).collect();

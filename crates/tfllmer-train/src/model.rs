@@ -19,8 +19,10 @@
 
 use candle_core::{DType, Device, IndexOp, Result, Tensor, Var};
 
+use crate::loss::Negatives;
 use crate::ops;
 use crate::rng::SplitMix64;
+use crate::sampling::RowSubset;
 
 pub(crate) const LN_EPS: f32 = 1e-5;
 
@@ -268,10 +270,23 @@ impl Recommender {
     /// Hidden states (B × L × dim) for left-padded token sequences
     /// (B × L, u32, 0 = padding), and the item table used. `rng` turns on
     /// dropout (training).
-    pub fn forward(&self, seq: &Tensor, mut rng: Option<&mut SplitMix64>) -> Result<(Tensor, Tensor)> {
+    pub fn forward(&self, seq: &Tensor, rng: Option<&mut SplitMix64>) -> Result<(Tensor, Tensor)> {
+        self.forward_with(self.item.as_tensor(), seq, rng)
+    }
+
+    /// [`Self::forward`] over `rows` (R × dim, raw rows of the item table,
+    /// row 0 the padding row) in place of the whole table: `seq` holds
+    /// indices into `rows`. Returns the hidden states and `rows` as the
+    /// model uses them (normalised when configured, row 0 zero).
+    pub fn forward_with(
+        &self,
+        rows: &Tensor,
+        seq: &Tensor,
+        mut rng: Option<&mut SplitMix64>,
+    ) -> Result<(Tensor, Tensor)> {
         let (b, l) = seq.dims2()?;
         let d = self.config.dim;
-        let table = self.item_table()?;
+        let table = ops::item_table(rows, self.config.normalize)?;
         let x = table.index_select(&seq.flatten_all()?, 0)?.reshape((b, l, d))?;
         let hidden = match &self.encoder {
             Encoder::SasRec { pos, blocks, ln_final } => {
@@ -329,24 +344,67 @@ impl Recommender {
     /// Mean cross-entropy of next-item prediction at every non-padding
     /// position: `targets` (B × L, 0 = no target) against all items.
     pub fn loss(&self, seq: &Tensor, targets: &[u32], rng: Option<&mut SplitMix64>) -> Result<Tensor> {
-        let (hidden, table) = self.forward(seq, rng)?;
+        self.loss_with(self.item.as_tensor(), seq, targets, Objective::Full, rng)
+    }
+
+    /// The training loss over `rows` (raw item rows, row 0 padding; `seq`
+    /// and `targets` index them, 0 = padding / no target):
+    /// [`Objective::Full`] ranks each target against every row but 0,
+    /// [`Objective::Sampled`] against the shared negatives only.
+    pub fn loss_with(
+        &self,
+        rows: &Tensor,
+        seq: &Tensor,
+        targets: &[u32],
+        objective: Objective<'_>,
+        rng: Option<&mut SplitMix64>,
+    ) -> Result<Tensor> {
+        let (hidden, table) = self.forward_with(rows, seq, rng)?;
         let d = self.config.dim;
         let positions: Vec<u32> = (0..targets.len() as u32).filter(|&p| targets[p as usize] > 0).collect();
-        let labels: Vec<u32> = positions.iter().map(|&p| targets[p as usize] - 1).collect();
         let dev = hidden.device();
         let count = positions.len();
+        let labels: Vec<u32> = positions.iter().map(|&p| targets[p as usize]).collect();
         let h = hidden.reshape(((), d))?.index_select(&Tensor::from_vec(positions, count, dev)?, 0)?;
-        // logits <h, ê_i> over items 1..=n, fused with the loss (never stored)
-        crate::loss::linear_cross_entropy(&h, &table.i(1..)?, &labels)
+        match objective {
+            // logits <h, ê_i> over rows 1.., fused with the loss (never stored)
+            Objective::Full => {
+                let labels: Vec<u32> = labels.iter().map(|&t| t - 1).collect();
+                crate::loss::linear_cross_entropy(&h, &table.i(1..)?, &labels)
+            }
+            Objective::Sampled(negatives) => crate::loss::sampled_cross_entropy(&h, &table, &labels, negatives),
+        }
+    }
+
+    /// The hidden state after each sequence's last position (B × dim), the
+    /// query vector of a recommendation: score(item) = <query, ê_item>.
+    /// Reads only the item rows the sequences use.
+    pub fn last_hidden(&self, seq: &Tensor) -> Result<Tensor> {
+        let tokens = seq.flatten_all()?.to_vec1::<u32>()?;
+        let mut subset = RowSubset::new(self.config.n_items);
+        let rows = subset.collect([&tokens[..]]).to_vec();
+        let local = Tensor::from_vec(subset.local(&tokens), seq.shape(), seq.device())?;
+        let picked =
+            self.item.as_tensor().index_select(&Tensor::from_vec(rows.clone(), rows.len(), seq.device())?, 0)?;
+        let (hidden, _) = self.forward_with(&picked, &local, None)?;
+        let l = hidden.dim(1)?;
+        hidden.i((.., l - 1, ..))?.contiguous()
     }
 
     /// Scores of every token (index 0 = padding, set very low) after each
     /// sequence's last position: B × (n_items + 1).
     pub fn score_last(&self, seq: &Tensor) -> Result<Tensor> {
-        let (hidden, table) = self.forward(seq, None)?;
-        let l = hidden.dim(1)?;
-        hidden.i((.., l - 1, ..))?.contiguous()?.matmul(&table.t()?)
+        self.last_hidden(seq)?.matmul(&self.item_table()?.t()?)
     }
+}
+
+/// What the training loss ranks each target against.
+#[derive(Clone, Copy, Debug)]
+pub enum Objective<'a> {
+    /// every item (the full softmax)
+    Full,
+    /// the sampled softmax's shared negatives (row indices of the rows used)
+    Sampled(&'a Negatives),
 }
 
 /// σ(x) from composite ops (which all have a backward pass).

@@ -5,6 +5,8 @@
 use serde_json::{Map, Value};
 
 use crate::model::Backbone;
+pub use crate::sampling::Sampler;
+use crate::train::Loss;
 
 /// Every training option, defaults filled in. The resolved set is stored
 /// with the job, so users see exactly what a model was trained with.
@@ -26,6 +28,31 @@ pub struct TrainingOptions {
     pub threads: usize,
     /// stop after the epoch during which this many seconds of training passed
     pub max_train_seconds: Option<f64>,
+    /// the training loss; None: by catalogue size ([`LossChoice::resolve`])
+    pub loss: Option<LossKind>,
+    /// negatives per step of the sampled softmax
+    pub negatives: usize,
+    /// how the sampled softmax draws its negatives
+    pub sampler: Sampler,
+    /// users whose validation (and test) cases are ranked; None: by size
+    /// ([`default_eval_users`])
+    pub eval_users: Option<usize>,
+}
+
+/// The values of option "loss".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossKind {
+    Full,
+    SampledSoftmax,
+}
+
+impl LossKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::SampledSoftmax => "sampled_softmax",
+        }
+    }
 }
 
 /// The keys users may pass, for messages.
@@ -43,6 +70,10 @@ pub const KEYS: &[&str] = &[
     "temperature",
     "threads",
     "max_train_seconds",
+    "loss",
+    "negatives",
+    "sampler",
+    "eval_users",
 ];
 
 /// The options' defaults (those of shared/reference/sasrec_ref.py),
@@ -60,6 +91,24 @@ pub mod defaults {
     pub const DROPOUT: f64 = 0.2;
     pub const PATIENCE: usize = 10;
     pub const SEED: u64 = 7;
+    /// catalogues up to this many items train with the full softmax by
+    /// default, larger ones with the sampled softmax
+    pub const FULL_SOFTMAX_MAX_ITEMS: usize = 20_000;
+    pub const NEGATIVES: usize = 1024;
+    pub const SAMPLER: super::Sampler = super::Sampler::Uniform;
+    /// validation ranks at most about this many (user, item) scores an
+    /// epoch by default: all users while users × items stays under it, else
+    /// a seeded sample of EVAL_SCORES / items users (at least MIN_EVAL_USERS)
+    pub const EVAL_SCORES: f64 = 1e10;
+    pub const MIN_EVAL_USERS: usize = 1_000;
+}
+
+/// How many users validation and test rank when option eval_users is not
+/// given: all of them while users × items ≤ [`defaults::EVAL_SCORES`],
+/// else ⌊EVAL_SCORES / items⌋ (at least [`defaults::MIN_EVAL_USERS`]).
+pub fn default_eval_users(n_users: usize, n_items: usize) -> usize {
+    let budget = (defaults::EVAL_SCORES / n_items.max(1) as f64) as usize;
+    n_users.min(budget.max(defaults::MIN_EVAL_USERS))
 }
 
 /// A user's mistake in the options, as a message naming the key.
@@ -110,6 +159,18 @@ fn number(
     }
 }
 
+/// A string option that must be one of `allowed`.
+fn text<'a>(map: &'a Map<String, Value>, key: &str, allowed: &[&str]) -> Result<Option<&'a str>, OptionsError> {
+    let Some(value) = map.get(key) else { return Ok(None) };
+    match value.as_str() {
+        Some(v) if allowed.contains(&v) => Ok(Some(v)),
+        _ => Err(OptionsError(format!(
+            "options.{key} must be one of {}, got {value}",
+            allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
 impl TrainingOptions {
     /// Parses `options`. `init_dim` is the dimension of the init embedding
     /// (it sets the model's dim); `default_threads` comes from the session.
@@ -145,6 +206,21 @@ impl TrainingOptions {
             return Err(OptionsError(format!("options.layers must be 1 for gru4rec (one GRU layer), got {layers}")));
         }
         let heads = integer(map, "heads", 1, 64, defaults::HEADS as i64)? as usize;
+        // "negatives" or "sampler" without "loss" asks for the sampled softmax
+        let sampling_keys = ["negatives", "sampler"];
+        let loss = match text(map, "loss", &["full", "sampled_softmax"])? {
+            Some("full") => {
+                if let Some(key) = sampling_keys.iter().find(|k| map.contains_key(**k)) {
+                    return Err(OptionsError(format!(
+                        "options.{key} applies to the sampled softmax, but options.loss is \"full\""
+                    )));
+                }
+                Some(LossKind::Full)
+            }
+            Some(_) => Some(LossKind::SampledSoftmax),
+            None if sampling_keys.iter().any(|k| map.contains_key(*k)) => Some(LossKind::SampledSoftmax),
+            None => None,
+        };
         if !dim.is_multiple_of(heads) {
             return Err(OptionsError(format!("options.heads ({heads}) must divide dim ({dim})")));
         }
@@ -162,16 +238,44 @@ impl TrainingOptions {
             temperature: number(map, "temperature", 0.0, false, 100.0, true)?,
             threads: integer(map, "threads", 1, 64, default_threads.clamp(1, 64) as i64)? as usize,
             max_train_seconds: number(map, "max_train_seconds", 0.0, false, 1e9, true)?,
+            loss,
+            negatives: integer(map, "negatives", 1, 1_000_000, defaults::NEGATIVES as i64)? as usize,
+            sampler: match text(map, "sampler", &["uniform", "popularity"])? {
+                None => defaults::SAMPLER,
+                Some("popularity") => Sampler::Popularity,
+                Some(_) => Sampler::Uniform,
+            },
+            eval_users: map
+                .contains_key("eval_users")
+                .then(|| integer(map, "eval_users", 1, i64::MAX, 1).map(|n| n as usize))
+                .transpose()?,
         })
     }
 
-    /// What the training loop needs of these options.
-    pub fn train_options(&self) -> crate::train::TrainOptions {
+    /// The loss to train with on `n_items` items: the option when given,
+    /// else the full softmax up to [`defaults::FULL_SOFTMAX_MAX_ITEMS`]
+    /// items and the sampled softmax above.
+    pub fn resolved_loss(&self, n_items: usize) -> Loss {
+        let kind = self.loss.unwrap_or(if n_items <= defaults::FULL_SOFTMAX_MAX_ITEMS {
+            LossKind::Full
+        } else {
+            LossKind::SampledSoftmax
+        });
+        match kind {
+            LossKind::Full => Loss::Full,
+            LossKind::SampledSoftmax => Loss::SampledSoftmax { negatives: self.negatives, sampler: self.sampler },
+        }
+    }
+
+    /// What the training loop needs of these options, for a catalogue of
+    /// `n_items` items.
+    pub fn train_options(&self, n_items: usize) -> crate::train::TrainOptions {
         crate::train::TrainOptions {
             epochs: self.epochs,
             batch_size: self.batch_size,
             learning_rate: self.learning_rate,
             patience: self.patience,
+            loss: self.resolved_loss(n_items),
         }
     }
 
@@ -196,6 +300,16 @@ impl TrainingOptions {
         if let Some(s) = self.max_train_seconds {
             map.insert("max_train_seconds".into(), s.into());
         }
+        if let Some(loss) = self.loss {
+            map.insert("loss".into(), loss.as_str().into());
+        }
+        if self.loss == Some(LossKind::SampledSoftmax) {
+            map.insert("negatives".into(), self.negatives.into());
+            map.insert("sampler".into(), self.sampler.as_str().into());
+        }
+        if let Some(n) = self.eval_users {
+            map.insert("eval_users".into(), n.into());
+        }
         Value::Object(map)
     }
 }
@@ -215,6 +329,7 @@ mod tests {
         assert_eq!((o.epochs, o.batch_size, o.max_len, o.dim, o.layers, o.heads), (200, 128, 50, 64, 2, 1));
         assert_eq!((o.learning_rate, o.dropout, o.patience, o.seed, o.threads), (1e-3, 0.2, 10, 7, 2));
         assert_eq!((o.temperature, o.max_train_seconds), (None, None));
+        assert_eq!((o.loss, o.negatives, o.sampler, o.eval_users), (None, 1024, Sampler::Uniform, None));
         assert_eq!(TrainingOptions::parse(&Value::Null, Backbone::SasRec, None, 3).unwrap().threads, 3);
         let gru = TrainingOptions::parse(&json!({}), Backbone::Gru4Rec, Some(32), 2).unwrap();
         assert_eq!((gru.layers, gru.dim), (1, 32));
@@ -224,8 +339,15 @@ mod tests {
     fn resolved_options_round_trip() {
         let o = parse(json!({"epochs": 3, "temperature": 0.1, "max_train_seconds": 60, "lr_unused": null}));
         assert!(o.is_err(), "unknown key accepted");
-        let o = parse(json!({"epochs": 3, "temperature": 0.1, "max_train_seconds": 60.0, "seed": 0})).unwrap();
-        assert_eq!(parse(o.to_json()).unwrap(), o);
+        for given in [
+            json!({"epochs": 3, "temperature": 0.1, "max_train_seconds": 60.0, "seed": 0}),
+            json!({"loss": "full", "eval_users": 500}),
+            json!({"loss": "sampled_softmax", "negatives": 64, "sampler": "popularity"}),
+            json!({"negatives": 64}),
+        ] {
+            let o = parse(given).unwrap();
+            assert_eq!(parse(o.to_json()).unwrap(), o);
+        }
     }
 
     #[test]
@@ -244,6 +366,13 @@ mod tests {
             (json!({"temperature": 0}), "options.temperature must be in (0, 100]"),
             (json!({"threads": 0}), "options.threads must be between 1 and 64"),
             (json!([1, 2]), "options must be a JSON object"),
+            (json!({"loss": "bpr"}), "options.loss must be one of \"full\", \"sampled_softmax\", got \"bpr\""),
+            (json!({"negatives": 0}), "options.negatives must be between 1 and 1000000, got 0"),
+            (json!({"sampler": "zipf"}), "options.sampler must be one of \"uniform\", \"popularity\""),
+            (json!({"loss": "full", "negatives": 8}), "options.negatives applies to the sampled softmax"),
+            (json!({"loss": "full", "sampler": "uniform"}), "options.sampler applies to the sampled softmax"),
+            (json!({"eval_users": 0}), "options.eval_users must be between 1"),
+            (json!({"eval_users": 1.5}), "options.eval_users must be an integer"),
         ];
         for (value, expected) in cases {
             let err = parse(value.clone()).unwrap_err().0;
@@ -251,6 +380,31 @@ mod tests {
         }
         let gru = TrainingOptions::parse(&json!({"layers": 2}), Backbone::Gru4Rec, None, 2).unwrap_err().0;
         assert!(gru.contains("options.layers must be 1 for gru4rec"), "{gru}");
+    }
+
+    #[test]
+    fn the_loss_follows_the_option_or_the_catalogue_size() {
+        let auto = parse(json!({})).unwrap();
+        assert_eq!(auto.resolved_loss(defaults::FULL_SOFTMAX_MAX_ITEMS), Loss::Full);
+        let sampled = Loss::SampledSoftmax { negatives: defaults::NEGATIVES, sampler: defaults::SAMPLER };
+        assert_eq!(auto.resolved_loss(defaults::FULL_SOFTMAX_MAX_ITEMS + 1), sampled);
+        assert_eq!(parse(json!({"loss": "full"})).unwrap().resolved_loss(10_000_000), Loss::Full);
+        let few = parse(json!({"negatives": 16})).unwrap();
+        assert_eq!(few.resolved_loss(10), Loss::SampledSoftmax { negatives: 16, sampler: defaults::SAMPLER });
+        let popular = parse(json!({"loss": "sampled_softmax", "sampler": "popularity"})).unwrap();
+        assert_eq!(
+            popular.train_options(5).loss,
+            Loss::SampledSoftmax { negatives: defaults::NEGATIVES, sampler: Sampler::Popularity }
+        );
+    }
+
+    #[test]
+    fn evaluation_ranks_every_user_until_the_scores_grow_large() {
+        assert_eq!(default_eval_users(6_040, 3_706), 6_040);
+        assert_eq!(default_eval_users(1_000_000, 100_000), 100_000);
+        assert_eq!(default_eval_users(1_000_000, 1_000_000), 10_000);
+        assert_eq!(default_eval_users(1_000_000, 100_000_000), defaults::MIN_EVAL_USERS);
+        assert_eq!(default_eval_users(500, 100_000_000), 500);
     }
 
     #[test]
