@@ -3,10 +3,12 @@
 //! shared/reference/rec_pca.py does, for cross-checks and timing.
 //!
 //! usage: cargo run --release -p tfllmer-core --example rec_pca_stats -- DIR [WINDOW] [DIM] [LAMBDA]
+//! env: METHOD=exact (default) | randomized | compare (both: the largest relative
+//!      eigenvalue difference and the metrics' differences); THREADS=T
 use std::time::Instant;
 
 use tfllmer_core::graph::{build, Event, GraphParams};
-use tfllmer_core::rec_pca::{rec_pca, Embeddings, RecPcaParams};
+use tfllmer_core::rec_pca::{rec_pca, rec_pca_randomized, Embeddings, Krylov, RecPcaOutput, RecPcaParams};
 
 fn json_number(meta: &str, key: &str) -> Option<usize> {
     let at = meta.find(&format!("\"{key}\""))?;
@@ -38,12 +40,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t1 = Instant::now();
     let threads: usize = std::env::var("THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
     let params = RecPcaParams { threads, ..RecPcaParams::new(dim, lambda, d, n)? };
-    let out =
-        rec_pca(Embeddings { ids, input_dim: d, values }, Some(&a), params, &mut |phase: &'static str, done: f64| {
-            if done == 0.0 || phase == "done" {
-                eprintln!("{:>8.1} ms  {phase}", t1.elapsed().as_secs_f64() * 1e3);
-            }
-        })?;
+    let mut report = |phase: &'static str, done: f64| {
+        if done == 0.0 || phase == "done" || phase.starts_with("reading") {
+            eprintln!("{:>8.1} ms  {phase}", t1.elapsed().as_secs_f64() * 1e3);
+        }
+    };
+    let embeddings = Embeddings { ids, input_dim: d, values };
+    let method = std::env::var("METHOD").unwrap_or_else(|_| "exact".into());
+    let randomized = |mut e: Embeddings, report: &mut dyn FnMut(&'static str, f64)| {
+        rec_pca_randomized(&mut e, Some(&a), params, &Krylov::default(), &mut |p: &'static str, f: f64| report(p, f))
+    };
+    let out: RecPcaOutput = match method.as_str() {
+        "randomized" => randomized(embeddings, &mut report)?,
+        "compare" => {
+            let exact = rec_pca(embeddings.clone(), Some(&a), params, &mut report)?;
+            let started = Instant::now();
+            let fast = randomized(embeddings, &mut report)?;
+            let worst = exact
+                .eigenvalues
+                .iter()
+                .zip(&fast.eigenvalues)
+                .map(|(x, y)| (x - y).abs() / x.abs())
+                .fold(0.0f64, f64::max);
+            let diff = |x: Option<f64>, y: Option<f64>| (x.unwrap_or(0.0) - y.unwrap_or(0.0)).abs();
+            println!(
+                "{{\"max_relative_eigenvalue_difference\": {worst:.3e}, \"retained_variance_difference\": {:.3e}, \
+                 \"graph_tv_difference\": {:.3e}, \"graph_tv_pca_difference\": {:.3e}, \"randomized_ms\": {:.1}}}",
+                (exact.retained_variance - fast.retained_variance).abs(),
+                diff(exact.graph_tv, fast.graph_tv),
+                diff(exact.graph_tv_pca, fast.graph_tv_pca),
+                started.elapsed().as_secs_f64() * 1e3
+            );
+            exact
+        }
+        _ => rec_pca(embeddings, Some(&a), params, &mut report)?,
+    };
     let t2 = Instant::now();
     println!(
         "{{\"n_items\": {n}, \"input_dim\": {d}, \"output_dim\": {dim}, \"graph_items_without_embedding\": {missing}, \

@@ -20,6 +20,54 @@ use sprs::CsMat;
 
 use crate::{parallel, simd};
 
+mod randomized;
+pub use randomized::{rec_pca_randomized, Krylov, RowSource};
+
+/// How Rec-PCA finds the eigenvectors (shared/API.md's `method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// forms XᵀX and Xᵀ(ÂX) (D × D) over all rows and decomposes M densely;
+    /// holds X: memory about 4·N·D + 32·D² bytes
+    Exact,
+    /// the randomized block Krylov method ([`rec_pca_randomized`]): passes
+    /// over the rows, never X whole nor a D × D product over all rows
+    Randomized,
+}
+
+/// Inputs up to this size (4·N·D + 32·D² bytes, the exact method's
+/// memory) use the exact method when `method` is 'auto'.
+pub const EXACT_MAX_BYTES: u64 = 1 << 30;
+
+impl Method {
+    pub fn parse(name: &str) -> Option<Option<Self>> {
+        match name {
+            "exact" => Some(Some(Self::Exact)),
+            "randomized" => Some(Some(Self::Randomized)),
+            "auto" => Some(None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Randomized => "randomized",
+        }
+    }
+
+    /// 'auto': exact while its memory, 4·N·D + 32·D² bytes, is at most
+    /// [`EXACT_MAX_BYTES`], randomized above.
+    pub fn auto(n_items: usize, input_dim: usize) -> Self {
+        let (n, d) = (n_items as u64, input_dim as u64);
+        let bytes = n.saturating_mul(d).saturating_mul(4).saturating_add(d.saturating_mul(d).saturating_mul(32));
+        if bytes <= EXACT_MAX_BYTES {
+            Self::Exact
+        } else {
+            Self::Randomized
+        }
+    }
+}
+
 /// Rows per block when accumulating XᵀX and Xᵀ(ÂX).
 const BLOCK_ROWS: usize = 1024;
 
@@ -75,6 +123,8 @@ pub enum RecPcaError {
         n_items: usize,
     },
     Eigen,
+    /// reading the rows failed, or they changed between passes
+    Source(String),
 }
 
 impl fmt::Display for RecPcaError {
@@ -98,6 +148,7 @@ impl fmt::Display for RecPcaError {
                  scaling)"
             ),
             Self::Eigen => write!(f, "the eigensolver did not converge"),
+            Self::Source(message) => write!(f, "{message}"),
         }
     }
 }
@@ -732,5 +783,100 @@ mod tests {
         assert!(out.z.iter().all(|v| v.is_finite()));
         assert_eq!(phases.first(), Some(&"normalising"));
         assert_eq!(phases.last(), Some(&"done"));
+    }
+
+    /// Embeddings with a decaying spectrum, as LLM vectors have: rows mix
+    /// `rank` directions with weights 0.85^k, plus a little noise.
+    fn decaying_embeddings(n: usize, d: usize, rank: usize, seed: u64) -> Embeddings {
+        let mut rng = Rng(seed);
+        let directions: Vec<f64> = (0..rank * d).map(|_| rng.normal()).collect();
+        let mut values = Vec::with_capacity(n * d);
+        for _ in 0..n {
+            let mix: Vec<f64> = (0..rank).map(|k| rng.normal() * 0.85f64.powi(k as i32)).collect();
+            for c in 0..d {
+                let v: f64 = (0..rank).map(|k| mix[k] * directions[k * d + c]).sum::<f64>() + 0.01 * rng.normal();
+                values.push((v * (1.0 + rng.next() * 9.0)) as f32);
+            }
+        }
+        Embeddings { ids: (0..n as i64).map(|i| i * 3 + 1).collect(), input_dim: d, values }
+    }
+
+    #[test]
+    fn the_randomized_method_agrees_with_the_exact_one() {
+        let (n, d, dim) = (800, 256, 8);
+        // blocks of 24 columns, 5 of them: a 120-dimensional Krylov space of 256
+        let graph = ring_graph(n, 5);
+        let ids: Vec<i64> = (0..n as i64).map(|i| i * 3 + 1).collect();
+        let (adjacency, _) = graph.normalized_adjacency_for(&ids);
+        for (lambda, with_graph) in [(0.5, true), (0.9, true), (0.0, false)] {
+            let e = decaying_embeddings(n, d, 200, 11);
+            let params = RecPcaParams { dim, lambda, threads: 1 };
+            let a = with_graph.then_some(&adjacency);
+            let exact = rec_pca(e.clone(), a, params, &mut no_progress()).unwrap();
+            let mut source = e;
+            let fast = rec_pca_randomized(&mut source, a, params, &Krylov::default(), &mut no_progress()).unwrap();
+            for (x, y) in exact.eigenvalues.iter().zip(&fast.eigenvalues) {
+                assert!((x - y).abs() <= 1e-6 * x.abs().max(1e-12), "lambda {lambda}: eigenvalue {x} vs {y}");
+            }
+            assert!((exact.retained_variance - fast.retained_variance).abs() < 1e-6, "lambda {lambda}");
+            for (x, y) in [(exact.graph_tv, fast.graph_tv), (exact.graph_tv_pca, fast.graph_tv_pca)] {
+                assert_eq!(x.is_some(), y.is_some());
+                if let (Some(x), Some(y)) = (x, y) {
+                    assert!((x - y).abs() < 1e-6, "lambda {lambda}: graph_tv {x} vs {y}");
+                }
+            }
+            // the same output rows, up to f32 rounding
+            for (p, q) in exact.z.iter().zip(&fast.z) {
+                assert!((p - q).abs() < 1e-3, "lambda {lambda}: z {p} vs {q}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_randomized_method_finds_the_largest_algebraic_eigenvalues() {
+        // λ = 1: M = Xᵀ(ÂX) has negative eigenvalues; the top `dim` must be
+        // the largest, not the largest in magnitude
+        let (n, d, dim) = (300, 120, 4);
+        let graph = ring_graph(n, 8);
+        let ids: Vec<i64> = (0..n as i64).map(|i| i * 3 + 1).collect();
+        let (adjacency, _) = graph.normalized_adjacency_for(&ids);
+        let e = decaying_embeddings(n, d, 30, 3);
+        let params = RecPcaParams { dim, lambda: 1.0, threads: 1 };
+        let exact = rec_pca(e.clone(), Some(&adjacency), params, &mut no_progress()).unwrap();
+        let mut source = e;
+        let fast =
+            rec_pca_randomized(&mut source, Some(&adjacency), params, &Krylov::default(), &mut no_progress()).unwrap();
+        for (x, y) in exact.eigenvalues.iter().zip(&fast.eigenvalues) {
+            assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "eigenvalue {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn the_randomized_method_refuses_what_the_exact_one_refuses() {
+        let mut parallel = Embeddings { ids: vec![1, 2, 3], input_dim: 2, values: vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0] };
+        let params = RecPcaParams { dim: 1, lambda: 0.0, threads: 1 };
+        let err = rec_pca_randomized(&mut parallel, None, params, &Krylov::default(), &mut no_progress()).unwrap_err();
+        assert!(matches!(err, RecPcaError::Rank { rank: 0, .. }), "{err:?}");
+        let mut nan = Embeddings { ids: vec![5, 6], input_dim: 2, values: vec![1.0, 0.0, f32::NAN, 1.0] };
+        let err = rec_pca_randomized(&mut nan, None, params, &Krylov::default(), &mut no_progress()).unwrap_err();
+        assert_eq!(err, RecPcaError::NotFinite { item: 6 });
+        let mut e = decaying_embeddings(10, 4, 4, 1);
+        let too_wide = RecPcaParams { dim: 5, ..params };
+        assert!(matches!(
+            rec_pca_randomized(&mut e, None, too_wide, &Krylov::default(), &mut no_progress()),
+            Err(RecPcaError::Dim { .. })
+        ));
+    }
+
+    #[test]
+    fn auto_picks_the_exact_method_while_it_fits_in_a_gigabyte() {
+        assert_eq!(Method::auto(3_883, 768), Method::Exact);
+        assert_eq!(Method::auto(100_000, 768), Method::Exact);
+        assert_eq!(Method::auto(1_000_000, 1024), Method::Randomized);
+        assert_eq!(Method::auto(200_000, 4096), Method::Randomized);
+        assert_eq!(Method::auto(usize::MAX, usize::MAX), Method::Randomized);
+        assert_eq!(Method::parse("auto"), Some(None));
+        assert_eq!(Method::parse("exact"), Some(Some(Method::Exact)));
+        assert_eq!(Method::parse("fast"), None);
     }
 }
