@@ -89,7 +89,9 @@ CREATE TABLE tfllmer.embedding_store (
     graph_tv          double precision,
     build_ms          double precision NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
-    data              bytea NOT NULL
+    data              bytea NOT NULL,
+    -- 'exact' or 'randomized' (rec_pca's method, as chosen)
+    method            text NOT NULL
 );
 ALTER TABLE tfllmer.embedding_store ALTER COLUMN data SET STORAGE EXTERNAL;
 ALTER TABLE tfllmer.embedding_store ENABLE ROW LEVEL SECURITY;
@@ -108,7 +110,7 @@ SELECT embedding_name,
        n_items, input_dim, output_dim,
        retained_variance, graph_tv_pca, graph_tv,
        pg_catalog.octet_length(data)::bigint AS size_bytes,
-       build_ms, created_at
+       build_ms, created_at, method
 FROM tfllmer.embedding_store;
 GRANT SELECT ON tfllmer.embeddings TO PUBLIC;
 

@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use pgrx::prelude::*;
 use tfllmer_core::embedding_codec::{self, StoredEmbedding};
-use tfllmer_core::rec_pca::{self, RecPcaError, RecPcaParams};
+use tfllmer_core::rec_pca::{self, Krylov, Method, RecPcaError, RecPcaOutput, RecPcaParams};
 
 use crate::api::graphs::load_graph;
 use crate::postgres::backend::require_primary;
 use crate::postgres::catalog::EMBEDDINGS;
 use crate::postgres::errors::{object_name, raise, raise_with_hint, required, Code};
-use crate::postgres::item_vectors::VectorSource;
+use crate::postgres::item_vectors::{StreamedVectors, VectorSource};
 use crate::postgres::relation::readable_relation;
 use crate::postgres::sql_types::{RegClass, SqlName};
 
@@ -34,6 +34,8 @@ fn rec_pca_error(e: RecPcaError) -> ! {
         RecPcaError::DuplicateItem(_) => Code::ERRCODE_UNIQUE_VIOLATION,
         RecPcaError::Empty | RecPcaError::Ragged { .. } => Code::ERRCODE_DATA_EXCEPTION,
         RecPcaError::Eigen | RecPcaError::Rank { .. } => Code::ERRCODE_INTERNAL_ERROR,
+        // the table changed under a read-only snapshot: not expected
+        RecPcaError::Source(_) => Code::ERRCODE_DATA_CORRUPTED,
     };
     let argument = match e {
         RecPcaError::Dim { .. } => "",
@@ -57,6 +59,7 @@ fn rec_pca(
     dim: default!(Option<i32>, 64),
     lambda: default!(Option<f64>, 0.5),
     replace: default!(Option<bool>, false),
+    method: default!(Option<&str>, "'auto'"),
 ) -> TableIterator<
     'static,
     (
@@ -88,46 +91,75 @@ fn rec_pca(
     let graph = graph_name.map(load_graph);
     EMBEDDINGS.check_name_free(embedding_name, replace);
 
-    let embeddings = source.read();
-    let n_items = embeddings.n_items();
-    if n_items == 0 {
-        raise(Code::ERRCODE_DATA_EXCEPTION, format!("items: \"{}\" has no rows", source.relation.display));
-    }
-    let input_dim = embeddings.input_dim;
+    let method = required(method, "method");
+    let chosen = Method::parse(method).unwrap_or_else(|| {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("method must be 'exact', 'randomized' or 'auto', got '{method}'"),
+        )
+    });
+
+    // 'auto' needs the size: the ids (and the first row's width) first
+    let mut streamed = StreamedVectors::new(&source).unwrap_or_else(|| {
+        raise(Code::ERRCODE_DATA_EXCEPTION, format!("items: \"{}\" has no rows", source.relation.display))
+    });
+    let (n_items, input_dim) = (streamed.ids.len(), tfllmer_core::rec_pca::RowSource::dim(&streamed));
+    let method = chosen.unwrap_or_else(|| Method::auto(n_items, input_dim));
     let params = RecPcaParams {
         threads: crate::settings::threads(),
         ..RecPcaParams::new(dim.into(), lambda, input_dim, n_items).unwrap_or_else(|e| rec_pca_error(e))
     };
-    rec_pca::validate(&embeddings).unwrap_or_else(|e| rec_pca_error(e));
-    let adjacency = graph.as_ref().map(|g| {
-        let (a, missing) = g.normalized_adjacency_for(&embeddings.ids);
-        if missing > 0 {
-            notice!(
-                "rec_pca: {missing} item(s) of graph \"{}\" (of {}) have no embedding in {} and are left out",
-                graph_name.unwrap_or_default(),
-                g.n_items(),
-                source.relation.display
-            );
-        }
-        a
-    });
-    let ids = embeddings.ids.clone();
+    let adjacency_for = |ids: &[i64]| {
+        graph.as_ref().map(|g| {
+            let (a, missing) = g.normalized_adjacency_for(ids);
+            if missing > 0 {
+                notice!(
+                    "rec_pca: {missing} item(s) of graph \"{}\" (of {}) have no embedding in {} and are left out",
+                    graph_name.unwrap_or_default(),
+                    g.n_items(),
+                    source.relation.display
+                );
+            }
+            a
+        })
+    };
     let loud = n_items.saturating_mul(input_dim) >= LARGE_INPUT;
+    let krylov = Krylov::default();
+    let passes = krylov.passes(dim as usize, input_dim);
     let mut last_phase = "";
     let mut progress = |phase: &'static str, done: f64| {
         check_for_interrupts!();
         if phase != last_phase {
             let elapsed = started.elapsed().as_secs_f64();
             if loud {
-                notice!("rec_pca \"{embedding_name}\": {phase} ({elapsed:.1} s)");
+                notice!("rec_pca \"{embedding_name}\" ({}): {phase} ({elapsed:.1} s)", method.as_str());
             } else {
                 debug1!("rec_pca \"{embedding_name}\": {phase} ({elapsed:.3} s, {:.0}%)", done * 100.0);
             }
             last_phase = phase;
         }
     };
-    let out =
-        rec_pca::rec_pca(embeddings, adjacency.as_ref(), params, &mut progress).unwrap_or_else(|e| rec_pca_error(e));
+    let (ids, out): (Vec<i64>, RecPcaOutput) = match method {
+        Method::Exact => {
+            drop(streamed);
+            let embeddings = source.read();
+            rec_pca::validate(&embeddings).unwrap_or_else(|e| rec_pca_error(e));
+            let adjacency = adjacency_for(&embeddings.ids);
+            let ids = embeddings.ids.clone();
+            let out = rec_pca::rec_pca(embeddings, adjacency.as_ref(), params, &mut progress)
+                .unwrap_or_else(|e| rec_pca_error(e));
+            (ids, out)
+        }
+        Method::Randomized => {
+            let adjacency = adjacency_for(&streamed.ids);
+            if loud {
+                notice!("rec_pca \"{embedding_name}\": randomized, {passes} passes over {n_items} rows of {input_dim}");
+            }
+            let out = rec_pca::rec_pca_randomized(&mut streamed, adjacency.as_ref(), params, &krylov, &mut progress)
+                .unwrap_or_else(|e| rec_pca_error(e));
+            (std::mem::take(&mut streamed.ids), out)
+        }
+    };
     let build_ms = started.elapsed().as_secs_f64() * 1e3;
 
     let stored = StoredEmbedding::sorted(ids, out.dim, out.z);
@@ -149,6 +181,7 @@ fn rec_pca(
             "graph_tv",
             "build_ms",
             "data",
+            "method",
         ],
         vec![
             source.relation.oid.into(),
@@ -166,6 +199,7 @@ fn rec_pca(
             out.graph_tv.into(),
             build_ms.into(),
             embedding_codec::encode(&stored).into(),
+            method.as_str().into(),
         ],
     );
     TableIterator::once((

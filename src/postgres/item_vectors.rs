@@ -6,7 +6,7 @@
 use pgrx::array::RawArray;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use tfllmer_core::rec_pca::Embeddings;
+use tfllmer_core::rec_pca::{BlockFn, Embeddings, RecPcaError, RowSource};
 
 use super::errors::{raise, Code};
 use super::interactions::{integer_datum, integer_width};
@@ -54,31 +54,54 @@ impl VectorSource {
     /// multi-dimensional, contain NULLs, or differ in length, and values
     /// outside the range of real.
     pub fn read(&self) -> Embeddings {
+        self.read_query(&self.query())
+    }
+
+    /// The rows whose id satisfies `condition` (SQL over the quoted id column).
+    fn read_where(&self, condition: &str) -> Embeddings {
+        self.read_query(&format!("{} WHERE {condition}", self.query()))
+    }
+
+    /// SELECT id, vector (as real[] where it needs the cast).
+    fn query(&self) -> String {
         let vector = match self.vector_type {
             VectorType::CastToFloat4 => format!("{}::pg_catalog.float4[]", self.vector.quoted),
             _ => self.vector.quoted.clone(),
         };
-        let query = format!("SELECT {}, {} FROM {}", self.id.quoted, vector, self.relation.quoted);
+        format!("SELECT {}, {} FROM {}", self.id.quoted, vector, self.relation.quoted)
+    }
+
+    /// A row's item id, or what is wrong with it (NULL id or vector).
+    fn check_row(&self, values: &[pg_sys::Datum], nulls: &[bool], id_bytes: u8) -> Result<i64, (Code, String)> {
+        if nulls[0] {
+            return Err((
+                Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                format!("id_column: \"{}\" is NULL in a row", self.id.name),
+            ));
+        }
+        let item = integer_datum(values[0], id_bytes);
+        if nulls[1] {
+            return Err((
+                Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                format!("embedding_column: item {item} has a NULL embedding"),
+            ));
+        }
+        Ok(item)
+    }
+
+    fn read_query(&self, query: &str) -> Embeddings {
         let id_bytes = integer_width(self.id.base_type);
         let float8 = self.vector_type == VectorType::Float8;
         let mut out = Embeddings { ids: Vec::new(), input_dim: 0, values: Vec::new() };
         let mut failure: Option<(Code, String)> = None;
-        stream_rows(&query, &self.relation.display, &mut |values, nulls| {
-            if nulls[0] {
-                failure = Some((
-                    Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                    format!("id_column: \"{}\" is NULL in a row", self.id.name),
-                ));
-                return Flow::Stop;
-            }
-            let item = integer_datum(values[0], id_bytes);
-            if nulls[1] {
-                failure = Some((
-                    Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                    format!("embedding_column: item {item} has a NULL embedding"),
-                ));
-                return Flow::Stop;
-            }
+        stream_rows(query, &self.relation.display, &mut |values, nulls| {
+            let item = match self.check_row(values, nulls, id_bytes) {
+                Ok(item) => item,
+                Err(e) => {
+                    failure = Some(e);
+                    return Flow::Stop;
+                }
+            };
             // SAFETY: column 2 is a non-NULL array of float4 or float8
             match unsafe { append_vector(values[1], float8, &mut out) } {
                 Ok(()) => {
@@ -96,6 +119,120 @@ impl VectorSource {
             raise(code, message);
         }
         out
+    }
+}
+
+/// Rows of a table read again on every pass, for Rec-PCA's randomized
+/// method: nothing but the item ids (8 bytes an item) and one block of
+/// rows is held. Every pass runs under the statement's snapshot (read-only
+/// SPI), so every pass sees the same rows; their order may differ (a
+/// synchronised sequential scan may start anywhere), so each row's place is
+/// found by its id. Bad rows (NULL, ragged, NaN) are ERRORs naming the item.
+pub struct StreamedVectors<'a> {
+    source: &'a VectorSource,
+    /// the item ids, ascending: a row's place is its id's index
+    pub ids: Vec<i64>,
+    dim: usize,
+    /// rows handed to the solver at once
+    block_rows: usize,
+    /// passes so far, and the callback's phase reporting
+    pub passes: usize,
+}
+
+impl<'a> StreamedVectors<'a> {
+    /// Reads the ids (not the vectors, which TOAST keeps aside) and the
+    /// first row's width. Raises on NULL or duplicate ids; None when the
+    /// table has no rows.
+    pub fn new(source: &'a VectorSource) -> Option<Self> {
+        let query = format!("SELECT {} FROM {}", source.id.quoted, source.relation.quoted);
+        let id_bytes = integer_width(source.id.base_type);
+        let mut ids = Vec::new();
+        let mut null_id = false;
+        stream_rows(&query, &source.relation.display, &mut |values, nulls| {
+            if nulls[0] {
+                null_id = true;
+                return Flow::Stop;
+            }
+            ids.push(integer_datum(values[0], id_bytes));
+            Flow::Continue
+        });
+        if null_id {
+            raise(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("id_column: \"{}\" is NULL in a row", source.id.name));
+        }
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            raise(
+                Code::ERRCODE_UNIQUE_VIOLATION,
+                format!("embedding_column: item {} has more than one embedding", w[0]),
+            );
+        }
+        let first = *ids.first()?;
+        let dim = source.read_where(&format!("{} = {first}", source.id.quoted)).input_dim;
+        Some(Self { source, ids, dim, block_rows: 1024, passes: 0 })
+    }
+}
+
+impl RowSource for StreamedVectors<'_> {
+    fn rows(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn item_id(&self, place: usize) -> i64 {
+        self.ids.get(place).copied().unwrap_or(-1)
+    }
+
+    fn pass(&mut self, f: &mut BlockFn<'_>) -> Result<(), RecPcaError> {
+        self.passes += 1;
+        let id_bytes = integer_width(self.source.id.base_type);
+        let float8 = self.source.vector_type == VectorType::Float8;
+        let mut block = Embeddings { ids: Vec::new(), input_dim: self.dim, values: Vec::new() };
+        let mut places: Vec<usize> = Vec::with_capacity(self.block_rows);
+        let mut failure: Option<(Code, String)> = None;
+        let mut solver: Result<(), RecPcaError> = Ok(());
+        let ids = &self.ids;
+        let block_rows = self.block_rows;
+        stream_rows(&self.source.query(), &self.source.relation.display, &mut |values, nulls| {
+            let problem = self.source.check_row(values, nulls, id_bytes);
+            let item = match problem {
+                Ok(item) => item,
+                Err(e) => {
+                    failure = Some(e);
+                    return Flow::Stop;
+                }
+            };
+            let Ok(place) = ids.binary_search(&item) else {
+                solver = Err(RecPcaError::Source(format!("item {item} appeared while the embeddings were read")));
+                return Flow::Stop;
+            };
+            // SAFETY: column 2 is a non-NULL array of float4 or float8 (checked above)
+            if let Err((code, problem)) = unsafe { append_vector(values[1], float8, &mut block) } {
+                failure = Some((code, format!("embedding_column: the embedding of item {item} {problem}")));
+                return Flow::Stop;
+            }
+            places.push(place);
+            check_for_interrupts!();
+            if places.len() == block_rows {
+                solver = f(&places, &block.values);
+                places.clear();
+                block.values.clear();
+                if solver.is_err() {
+                    return Flow::Stop;
+                }
+            }
+            Flow::Continue
+        });
+        if let Some((code, message)) = failure {
+            raise(code, message);
+        }
+        solver?;
+        if !places.is_empty() {
+            f(&places, &block.values)?;
+        }
+        Ok(())
     }
 }
 

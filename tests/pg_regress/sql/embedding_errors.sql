@@ -116,3 +116,7 @@ DROP ROLE tfl_carol;
 
 -- nothing but 'taken' was stored
 SELECT embedding_name FROM tfllmer.embeddings;
+
+-- method must be one of 'exact', 'randomized', 'auto'
+SELECT * FROM tfllmer.rec_pca('e', 'items', dim => 2, method => 'fast');
+SELECT * FROM tfllmer.rec_pca('e', 'items', dim => 2, method => NULL);

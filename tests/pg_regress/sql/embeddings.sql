@@ -40,6 +40,22 @@ FROM tfllmer.rec_pca('movies_l0', 'movies', graph_name => 'watch_graph', dim => 
 SELECT (SELECT array_agg(embedding ORDER BY item_id) FROM tfllmer.embedding('movies_pca'))
      = (SELECT array_agg(embedding ORDER BY item_id) FROM tfllmer.embedding('movies_l0')) AS identical;
 
+-- method => 'randomized' never holds the embeddings whole nor forms a
+-- D x D product over all rows: it reads the table in passes (a randomized
+-- block Krylov method). 'auto' (the default) picks 'exact' while the exact
+-- method's memory, 4*N*D + 32*D^2 bytes, stays under 1 GB. Both give the same
+-- figures (here to 4 decimals), and tfllmer.embeddings says which ran.
+SELECT embedding_name, round(retained_variance::numeric, 4) AS retained_variance,
+       round(graph_tv_pca::numeric, 4) AS graph_tv_pca, round(graph_tv::numeric, 4) AS graph_tv
+FROM tfllmer.rec_pca('movies_2d_fast', 'movies', graph_name => 'watch_graph', dim => 2, lambda => 0.9,
+                     method => 'randomized');
+SELECT bool_and(abs(a.v - b.v) < 1e-4) AS same_vectors
+FROM (SELECT item_id, unnest(embedding) v, generate_subscripts(embedding, 1) k FROM tfllmer.embedding('movies_2d')) a
+JOIN (SELECT item_id, unnest(embedding) v, generate_subscripts(embedding, 1) k FROM tfllmer.embedding('movies_2d_fast')) b
+  USING (item_id, k);
+SELECT embedding_name, method FROM tfllmer.embeddings WHERE embedding_name LIKE 'movies_2d%' ORDER BY 1;
+SELECT tfllmer.drop_embedding('movies_2d_fast');
+
 -- A double precision[] column works the same.
 CREATE TABLE movies8 AS SELECT item_id AS id, embedding::float8[] AS vec FROM movies;
 SELECT n_items, input_dim, round(retained_variance::numeric, 4) AS retained_variance

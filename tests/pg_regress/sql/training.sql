@@ -117,6 +117,27 @@ SELECT left(tfllmer.loss_plot(ARRAY[:job, :job2]), 4) AS svg,
        strpos(tfllmer.loss_plot(ARRAY[:job, :job2]), 'walker (sasrec, random init, normalised)') > 0 AS labelled,
        strpos(tfllmer.loss_plot(ARRAY[:job], metric => 'valid_ndcg10'), 'validation NDCG@10') > 0 AS ndcg_axis;
 
+-- Big catalogues: the sampled softmax ranks each target against a few
+-- negatives shared by the batch (option "negatives", drawn "uniform"ly or by
+-- "popularity" with the logQ correction) instead of every item; "loss"
+-- left out picks it by catalogue size (full up to 20,000 items). Validation
+-- and test can rank a seeded sample of users ("eval_users"; by default all
+-- users until users x items passes 10^10). What was chosen is in the job's
+-- detail and in the version's options; test_users says how many users the
+-- test figures cover.
+SELECT tfllmer.train('sampled', 'walks', options => '{"epochs": 12, "batch_size": 16, "max_len": 12, "dim": 16,
+       "learning_rate": 0.01, "patience": 100, "loss": "sampled_softmax", "negatives": 8, "eval_users": 20}') AS job8 \gset
+SELECT tfllmer.wait_job(:job8);
+SELECT detail FROM tfllmer.jobs WHERE job_id = :job8;
+SELECT test_users, options->>'loss' AS loss, options->'negatives' AS negatives, options->>'sampler' AS sampler,
+       options->'eval_users' AS eval_users
+FROM tfllmer.models WHERE model_name = 'sampled';
+-- ranked against 8 of 30 items in training, it still learned the walk over all of them
+SELECT split, n_users, hr > 0.6 AS learned_hr FROM tfllmer.evaluate('sampled');
+-- the default on 30 items: the full softmax, every user
+SELECT options->>'loss' AS loss, test_users FROM tfllmer.models WHERE model_name = 'walker' AND version = 1;
+SELECT tfllmer.drop_model('sampled');
+
 -- drop_model removes every version
 SELECT tfllmer.drop_model('walker');
 SELECT count(*) FROM tfllmer.models WHERE model_name = 'walker';

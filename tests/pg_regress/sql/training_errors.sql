@@ -58,6 +58,17 @@ SELECT tfllmer.train('m', 'walks', options => '{"batch_size": 0}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT tfllmer.train('m', 'walks', options => '{"max_len": 100000}');
 \echo :LAST_ERROR_SQLSTATE
+-- the loss: 'full' or 'sampled_softmax'; negatives and sampler belong to the latter
+SELECT tfllmer.train('m', 'walks', options => '{"loss": "bpr"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.train('m', 'walks', options => '{"negatives": 0}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.train('m', 'walks', options => '{"loss": "full", "negatives": 64}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.train('m', 'walks', options => '{"sampler": "zipf"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.train('m', 'walks', options => '{"eval_users": 0}');
+\echo :LAST_ERROR_SQLSTATE
 SELECT tfllmer.train('m', 'walks', options => '{"learning_rate": -0.1}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT tfllmer.train('m', 'walks', options => '{"learning_rate": null}');

@@ -21,7 +21,7 @@ use sprs::CsMat;
 use crate::{parallel, simd};
 
 mod randomized;
-pub use randomized::{rec_pca_randomized, Krylov, RowSource};
+pub use randomized::{rec_pca_randomized, BlockFn, Krylov, RowSource};
 
 /// How Rec-PCA finds the eigenvectors (shared/API.md's `method`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

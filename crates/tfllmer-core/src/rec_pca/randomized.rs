@@ -32,25 +32,40 @@ use super::{
     top_eigenvectors, Embeddings, Progress, RecPcaError, RecPcaOutput, RecPcaParams, BLOCK_ROWS, RANK_TOLERANCE,
 };
 
+/// What a pass hands each block of rows to: (places, row-major values).
+pub type BlockFn<'a> = dyn FnMut(&[usize], &[f32]) -> Result<(), RecPcaError> + 'a;
+
 /// Rows of the input embeddings, read in whole passes.
 pub trait RowSource {
+    /// The number of rows N.
+    fn rows(&self) -> usize;
     /// The width D of every row.
     fn dim(&self) -> usize;
-    /// Calls `f` with consecutive blocks of rows (row-major f32, whole rows),
-    /// every row once, in the same order on every pass.
-    fn pass(&mut self, f: &mut dyn FnMut(&[f32]) -> Result<(), RecPcaError>) -> Result<(), RecPcaError>;
-    /// The item id of row `row` (for messages).
-    fn item_id(&self, row: usize) -> i64;
+    /// Calls `f(places, values)` with blocks of rows: `values` holds whole
+    /// rows (row-major f32), `places[k]` is the place (0..N) of its k-th
+    /// row. Every place comes once a pass; the order may change between
+    /// passes (a table scan's does).
+    fn pass(&mut self, f: &mut BlockFn<'_>) -> Result<(), RecPcaError>;
+    /// The item id at `place` (for messages).
+    fn item_id(&self, place: usize) -> i64;
 }
 
 impl RowSource for Embeddings {
+    fn rows(&self) -> usize {
+        self.ids.len()
+    }
+
     fn dim(&self) -> usize {
         self.input_dim
     }
 
-    fn pass(&mut self, f: &mut dyn FnMut(&[f32]) -> Result<(), RecPcaError>) -> Result<(), RecPcaError> {
-        for block in self.values.chunks(BLOCK_ROWS * self.input_dim.max(1)) {
-            f(block)?;
+    fn pass(&mut self, f: &mut BlockFn<'_>) -> Result<(), RecPcaError> {
+        let places: Vec<usize> = (0..BLOCK_ROWS).collect();
+        for (b, block) in self.values.chunks(BLOCK_ROWS * self.input_dim.max(1)).enumerate() {
+            let first = b * BLOCK_ROWS;
+            let rows = block.len() / self.input_dim.max(1);
+            let places: Vec<usize> = places[..rows].iter().map(|p| p + first).collect();
+            f(&places, block)?;
         }
         Ok(())
     }
@@ -113,15 +128,22 @@ fn centred_block(raw: &[f32], d: usize, mean: &[f64]) -> Mat<f64> {
 }
 
 fn summarise(source: &mut impl RowSource) -> Result<Summary, RecPcaError> {
-    let d = source.dim();
+    let (n, d) = (source.rows(), source.dim());
+    if n == 0 || d == 0 {
+        return Err(RecPcaError::Empty);
+    }
     let mut sum = vec![0.0f64; d];
     let mut squares = 0.0f64;
-    let mut n = 0usize;
+    let mut seen = vec![false; n];
     let mut bad: Option<usize> = None;
-    source.pass(&mut |block| {
-        for row in block.chunks_exact(d) {
-            if bad.is_none() && row.iter().any(|v| !v.is_finite()) {
-                bad = Some(n);
+    source.pass(&mut |places, block| {
+        for (&place, row) in places.iter().zip(block.chunks_exact(d)) {
+            if std::mem::replace(&mut seen[place], true) {
+                return Err(RecPcaError::Source("a row came twice in one pass".into()));
+            }
+            if row.iter().any(|v| !v.is_finite()) {
+                bad = bad.or(Some(place));
+                continue;
             }
             let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
             let scale = 1.0 / norm.max(1e-12);
@@ -129,15 +151,14 @@ fn summarise(source: &mut impl RowSource) -> Result<Summary, RecPcaError> {
                 *s += v as f64 * scale;
             }
             squares += (norm * scale).powi(2);
-            n += 1;
         }
         Ok(())
     })?;
-    if let Some(row) = bad {
-        return Err(RecPcaError::NotFinite { item: source.item_id(row) });
+    if let Some(place) = bad {
+        return Err(RecPcaError::NotFinite { item: source.item_id(place) });
     }
-    if n == 0 || d == 0 {
-        return Err(RecPcaError::Empty);
+    if seen.iter().any(|&s| !s) {
+        return Err(RecPcaError::Source("the rows changed between passes".into()));
     }
     let mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
     let total = squares - n as f64 * mean.iter().map(|m| m * m).sum::<f64>();
@@ -164,46 +185,51 @@ fn adjacency_times(a: &CsMat<f64>, y: &[f32], c: usize, cols: usize) -> Vec<f32>
     out
 }
 
-/// X·V for every row (N × c, f32), one pass.
+/// X·V for every row (N × c, f32, by place), one pass.
 fn times_x(source: &mut impl RowSource, s: &Summary, v: MatRef<'_, f64>) -> Result<Vec<f32>, RecPcaError> {
     let (d, c) = (v.nrows(), v.ncols());
-    let mut y = Vec::with_capacity(s.n * c);
-    let mut yb = Mat::<f64>::zeros(BLOCK_ROWS, c);
-    source.pass(&mut |block| {
+    let mut y = vec![0.0f32; s.n * c];
+    let mut count = 0usize;
+    source.pass(&mut |places, block| {
         let x = centred_block(block, d, &s.mean);
-        let rows = x.nrows();
-        if yb.nrows() < rows {
-            yb = Mat::zeros(rows, c);
-        }
-        let mut out = yb.as_mut().subrows_mut(0, rows);
+        let mut out = Mat::<f64>::zeros(x.nrows(), c);
         matmul(out.as_mut(), Accum::Replace, x.as_ref(), v, 1.0, Par::Seq);
-        for r in 0..rows {
-            y.extend((0..c).map(|k| out[(r, k)] as f32));
+        for (r, &place) in places.iter().enumerate() {
+            let Some(row) = y.get_mut(place * c..(place + 1) * c) else {
+                return Err(RecPcaError::Source("the rows changed between passes".into()));
+            };
+            row.iter_mut().enumerate().for_each(|(k, v)| *v = out[(r, k)] as f32);
         }
+        count += places.len();
         Ok(())
     })?;
-    if y.len() != s.n * c {
+    if count != s.n {
         return Err(RecPcaError::Source("the rows changed between passes".into()));
     }
     Ok(y)
 }
 
-/// Xᵀ·Y (D × c) for Y given row by row (N × c, f32), one pass.
+/// Xᵀ·Y (D × c) for Y given by place (N × c, f32), one pass.
 fn times_x_transposed(source: &mut impl RowSource, s: &Summary, y: &[f32], c: usize) -> Result<Mat<f64>, RecPcaError> {
     let d = source.dim();
     let mut acc = Mat::<f64>::zeros(d, c);
-    let mut first = 0usize;
-    source.pass(&mut |block| {
+    let mut count = 0usize;
+    source.pass(&mut |places, block| {
         let x = centred_block(block, d, &s.mean);
-        let rows = x.nrows();
-        let Some(part) = y.get(first * c..(first + rows) * c) else {
-            return Err(RecPcaError::Source("the rows changed between passes".into()));
-        };
-        let yb = Mat::<f64>::from_fn(rows, c, |r, k| part[r * c + k] as f64);
+        let mut yb = Mat::<f64>::zeros(places.len(), c);
+        for (r, &place) in places.iter().enumerate() {
+            let Some(row) = y.get(place * c..(place + 1) * c) else {
+                return Err(RecPcaError::Source("the rows changed between passes".into()));
+            };
+            row.iter().enumerate().for_each(|(k, &v)| yb[(r, k)] = v as f64);
+        }
         matmul(acc.as_mut(), Accum::Add, x.as_ref().transpose(), yb.as_ref(), 1.0, Par::Seq);
-        first += rows;
+        count += places.len();
         Ok(())
     })?;
+    if count != s.n {
+        return Err(RecPcaError::Source("the rows changed between passes".into()));
+    }
     Ok(acc)
 }
 
