@@ -14,11 +14,14 @@ Needs numpy (the project venv has it). Load with scripts/load_dataset.py.
 
 The structure, and why:
 - Items fall into taste communities (sizes Zipf-like); within a community
-  they lie along a hidden one-dimensional order. Each user belongs to a home
-  community and a second one. A user's sequence walks along the order of the
-  current community (about one item forward a step, with noise) and
-  sometimes switches to the other community: sequential drift that a
-  sequential model can learn and popularity cannot.
+  they lie along a hidden one-dimensional order. Each user belongs to three
+  communities (drawn by their popularity). A user's sequence walks along the
+  order of the current community and sometimes moves to another of its
+  communities (8% a step) or jumps to a
+  random place (2%): each step picks one of the next 16 items along the
+  order (nearer and more popular ones likelier) and moves there. Sequential
+  drift that a sequential model can learn and popularity cannot; items
+  repeat in a history only after a wrap-around or a jump.
 - Item popularity is Zipf-like (weight 1/rank^0.9), applied when a user
   picks among the items near its position, so popular items recur across
   users and communities.
@@ -46,7 +49,9 @@ SIZES = {
     "L": (1_000_000, 1_000_000, 100_000_000),
 }
 WINDOW = 16  # candidates around a user's position each step
-SWITCH = 0.05  # chance a step moves to the user's other community
+USER_COMMUNITIES = 3  # communities a user moves between (the first is home)
+SWITCH = 0.08  # chance a step moves to another of the user's communities
+JUMP = 0.02  # chance a step jumps to a random place of the community's order
 HOME_TOPIC = 0.6  # share of a community's items with its home topic
 
 
@@ -55,7 +60,7 @@ def log(msg, started=[time.time()]):
 
 
 def communities(n_items, rng):
-    n_comm = max(4, int(round(np.sqrt(n_items) / 2)))
+    n_comm = max(4, int(round(np.sqrt(n_items) / 3)))
     weight = 1.0 / np.arange(1, n_comm + 1) ** 0.7
     comm = rng.choice(n_comm, size=n_items, p=weight / weight.sum())
     coord = rng.random(n_items)
@@ -71,16 +76,17 @@ def interactions(n_users, n_items, n_events, rng, out):
     popularity = 1.0 / rng.permutation(np.arange(1, n_items + 1)) ** 0.9
     comm_pop = np.bincount(comm, weights=popularity, minlength=n_comm)
     # communities with no items are never chosen
-    home = rng.choice(n_comm, size=n_users, p=comm_pop / comm_pop.sum())
-    other = rng.choice(n_comm, size=n_users, p=comm_pop / comm_pop.sum())
+    # each user's communities: the first is home
+    comms = rng.choice(n_comm, size=(USER_COMMUNITIES, n_users), p=comm_pop / comm_pop.sum())
     mean = n_events / n_users
     lengths = np.maximum(3, rng.lognormal(np.log(mean) - 0.32, 0.8, size=n_users)).astype(np.int64)
     lengths = np.maximum(3, np.round(lengths * (n_events / lengths.sum()))).astype(np.int64)
     lengths = np.minimum(lengths, 20 * int(mean) + 50)
-    current = home.copy()
-    pos = rng.random(n_users)
-    offsets = np.arange(WINDOW) - WINDOW // 2
-    closeness = np.exp(-(offsets.astype(np.float64) ** 2) / (2 * 3.0**2))
+    current = np.zeros(n_users, dtype=np.int64)
+    # a place in each of the user's communities' orders
+    place = rng.random((USER_COMMUNITIES, n_users))
+    offsets = np.arange(1, WINDOW + 1)
+    closeness = np.exp(-((offsets - 1).astype(np.float64) ** 2) / (2 * 4.0**2))
     users_by_len = np.argsort(-lengths, kind="stable")
     sorted_len = lengths[users_by_len]
     chunks = []
@@ -90,16 +96,22 @@ def interactions(n_users, n_items, n_events, rng, out):
         active = users_by_len[: np.searchsorted(-sorted_len, -t, side="left")]
         switch = rng.random(active.size) < SWITCH
         a_sw = active[switch]
-        current[a_sw] = np.where(current[a_sw] == home[a_sw], other[a_sw], home[a_sw])
-        c = current[active]
+        current[a_sw] = (current[a_sw] + rng.integers(1, USER_COMMUNITIES, a_sw.size)) % USER_COMMUNITIES
+        jump = rng.random(active.size) < JUMP
+        side = current[active]
+        place[side[jump], active[jump]] = rng.random(np.count_nonzero(jump))
+        c = comms[side, active]
         n_c = size[c]
-        pos[active] = (pos[active] + (1.0 + rng.normal(0.0, 1.5, active.size)) / n_c) % 1.0
-        base = np.floor(pos[active] * n_c).astype(np.int64)
-        cand = order[start[c][:, None] + (base[:, None] + offsets[None, :]) % n_c[:, None]]
+        base = np.floor(place[side, active] * n_c).astype(np.int64)
+        # the next WINDOW items along the order, nearer ones likelier, popular ones likelier
+        ahead = (base[:, None] + offsets[None, :]) % n_c[:, None]
+        cand = order[start[c][:, None] + ahead]
         w = popularity[cand] * closeness[None, :]
         cum = np.cumsum(w, axis=1)
         u = rng.random(active.size) * cum[:, -1]
-        pick = cand[np.arange(active.size), (cum < u[:, None]).sum(axis=1).clip(max=WINDOW - 1)]
+        k = (cum < u[:, None]).sum(axis=1).clip(max=WINDOW - 1)
+        pick = cand[np.arange(active.size), k]
+        place[side, active] = (ahead[np.arange(active.size), k] + 0.5) / n_c
         chunks.append((active.astype(np.int32), pick.astype(np.int32), np.full(active.size, t, np.int32)))
         done += active.size
         if t % 50 == 0:
@@ -124,7 +136,7 @@ def interactions(n_users, n_items, n_events, rng, out):
 def item_vectors(n_items, dim, comm, coord, n_comm, rng, out):
     home_topic = rng.permutation(n_comm)
     topic = np.where(rng.random(n_items) < HOME_TOPIC, home_topic[comm], rng.integers(0, n_comm, n_items))
-    offset = rng.normal(0.0, 1.0, dim) * 3.0 / np.sqrt(dim) * np.sqrt(dim)
+    offset = rng.normal(0.0, 1.0, dim) * 3.0
     centroids = rng.normal(0.0, 1.0, (n_comm, dim))
     # per community, how the place in its order shows in the vector
     order_maps = rng.normal(0.0, 1.0, (n_comm, 8, dim)) * 0.6
