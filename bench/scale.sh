@@ -58,18 +58,22 @@ SQL
     pid=$(echo "$out" | head -1)
     echo "### $label"
     echo "$out" | tail -n +2
-    hwm=$(grep -h "VmHWM" "$cluster/hwm.$pid" 2>/dev/null | awk '{print $2}' || true)
-    [ -n "$hwm" ] && echo "peak backend memory (VmHWM): $((hwm / 1024)) MiB"
+    echo "peak backend memory (VmHWM, sampled each second): $(peak_of "\$1 == $pid") MiB (shared_buffers: $(psql_q -A -t -c 'SHOW shared_buffers'))"
 }
-# sample every backend's VmHWM into files named by pid (the last sample wins)
+# sample every server process's VmHWM once a second: "pid kib cmdline"
 sampler() {
     while sleep 1; do
         for status in /proc/[0-9]*/status; do
             pid=${status#/proc/}; pid=${pid%/status}
-            grep -q "^postgres: " "/proc/$pid/cmdline" 2>/dev/null || continue
-            grep VmHWM "$status" > "$cluster/hwm.$pid.tmp" 2>/dev/null && mv "$cluster/hwm.$pid.tmp" "$cluster/hwm.$pid"
+            cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
+            case "$cmd" in postgres:*) ;; *) continue ;; esac
+            hwm=$(awk '/VmHWM/ {print $2}' "$status" 2>/dev/null) || continue
+            [ -n "$hwm" ] && echo "$pid $hwm $cmd"
         done
-    done
+    done >> "$cluster/hwm.log"
+}
+peak_of() {  # peak_of AWK_CONDITION -> MiB
+    awk "$1 {if (\$2 > m) m = \$2} END {if (m) printf \"%.0f\", m / 1024}" "$cluster/hwm.log"
 }
 sampler &
 sampler_pid=$!
@@ -86,15 +90,11 @@ extra=""
 [ "$loss" = sampled_softmax ] && extra=", \"negatives\": ${NEGATIVES:-1024}, \"sampler\": \"${SAMPLER:-uniform}\""
 options="{\"epochs\": ${EPOCHS:-1}, \"max_len\": 50, \"threads\": 2, \"loss\": \"$loss\"$extra}"
 echo "### train: $options"
-postmaster=$(head -1 "$cluster/data/postmaster.pid")
 job=$(psql_q -A -t -c "SELECT tfllmer.train('m', 'interactions', init => 'e', options => '$options')")
 psql_q -A -t -c "SELECT tfllmer.wait_job($job)"
-worker_hwm=$(for f in "$cluster"/hwm.*; do
-    pid=${f##*.}; grep -q "tfllmer job $job" "/proc/$pid/cmdline" 2>/dev/null && awk '{print $2}' "$f"
-done | sort -n | tail -1)
 psql_q -c "SELECT state, error, detail FROM tfllmer.jobs WHERE job_id = $job" \
        -c "SELECT epoch, round(train_loss::numeric, 4) AS train_loss, round(valid_ndcg10::numeric, 4) AS valid_ndcg10, round(epoch_ms / 1000) AS epoch_s FROM tfllmer.job_log($job)" \
        -c "SELECT test_users, round(test_hr10::numeric, 4) AS test_hr10, round(test_ndcg10::numeric, 4) AS test_ndcg10 FROM tfllmer.models WHERE model_name = 'm'"
-echo "peak training worker memory (VmHWM, sampled each second; empty if it ended first): ${worker_hwm:+$((worker_hwm / 1024)) MiB}"
+echo "peak training worker memory (VmHWM, sampled each second): $(peak_of "/tfllmer training job $job\$/ || /tfllmer training job $job /") MiB"
 echo "popularity baseline (same leave-one-out, history masked, all users):"
 "$python" bench/popularity.py "$data"

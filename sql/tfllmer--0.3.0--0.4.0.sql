@@ -6,7 +6,37 @@
 --   before 0.4.0 were tested on every user.
 -- * rec_pca(..., method => 'exact' | 'randomized' | 'auto'): each stored
 --   embedding records the method used (0.3.0 had only the exact one).
+-- * Graphs and embeddings larger than tfllmer.part_size (256 MB) are stored
+--   in pieces (tfllmer.object_parts): objects over PostgreSQL's 1 GB limit
+--   for one value work.
 \echo Use "ALTER EXTENSION tfllmer UPDATE TO '0.4.0'" to load this file. \quit
+
+-- Pieces of graphs and embeddings larger than tfllmer.part_size (PostgreSQL
+-- limits one value to 1 GB): piece 0 is the object's own blob column, pieces
+-- 1, 2, ... are here. Owned and visible like the objects themselves.
+CREATE TABLE tfllmer.object_parts (
+    kind         text NOT NULL CHECK (kind IN ('graph', 'embedding')),
+    object_name  text NOT NULL,
+    part         integer NOT NULL CHECK (part >= 1),
+    owner        regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
+    data         bytea NOT NULL,
+    PRIMARY KEY (kind, object_name, part)
+);
+ALTER TABLE tfllmer.object_parts ALTER COLUMN data SET STORAGE EXTERNAL;
+ALTER TABLE tfllmer.object_parts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY object_parts_owner ON tfllmer.object_parts
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                   WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
+    WITH CHECK (owner = tfllmer.current_role_oid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.object_parts TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tfllmer.object_parts', '');
+
+-- The stored size of an object: its blob and its pieces.
+CREATE FUNCTION tfllmer.object_size(kind text, object_name text, first_piece bytea) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$ SELECT pg_catalog.octet_length($3)::bigint
+             + coalesce((SELECT sum(pg_catalog.octet_length(p.data)) FROM tfllmer.object_parts p
+                         WHERE p.kind = $1 AND p.object_name = $2), 0)::bigint $$;
 
 ALTER TABLE tfllmer.model_store ADD COLUMN test_users bigint;
 UPDATE tfllmer.model_store SET test_users = n_users;
@@ -34,6 +64,17 @@ SELECT embedding_name,
        id_column, embedding_column, graph_name, lambda,
        n_items, input_dim, output_dim,
        retained_variance, graph_tv_pca, graph_tv,
-       pg_catalog.octet_length(data)::bigint AS size_bytes,
+       tfllmer.object_size('embedding', embedding_name, data) AS size_bytes,
        build_ms, created_at, method
 FROM tfllmer.embedding_store;
+
+CREATE OR REPLACE VIEW tfllmer.graphs WITH (security_invoker = true) AS
+SELECT graph_name,
+       pg_catalog.pg_get_userbyid(owner) AS owner,
+       source_name AS source_table,
+       user_column, item_column, time_column,
+       window_size, holdout, weighting, damping, top_k,
+       n_users, n_items, n_edges, total_weight,
+       tfllmer.object_size('graph', graph_name, csr) AS size_bytes,
+       build_ms, created_at
+FROM tfllmer.graph_store;

@@ -12,7 +12,22 @@ pub static THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// Memory for ready-to-score models kept by one backend (MB); 0 keeps none.
 pub static MODEL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(256);
 
+/// Largest piece of one stored graph or embedding kept in one bytea
+/// (bytes): PostgreSQL limits a value to 1 GB, so larger objects are kept
+/// in several pieces (tfllmer.object_parts).
+pub static PART_BYTES: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024 * 1024);
+
 pub fn define() {
+    GucRegistry::define_int_guc(
+        c"tfllmer.part_size",
+        c"Largest piece of a stored graph or embedding kept in one value.",
+        c"Objects larger than this are stored in several pieces (PostgreSQL limits one value to 1 GB). Lower it only to test.",
+        &PART_BYTES,
+        1024,
+        512 * 1024 * 1024,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"tfllmer.model_cache_size",
         c"Memory each backend may use to keep trained models ready to score.",
@@ -42,4 +57,9 @@ pub fn threads() -> usize {
 /// tfllmer.model_cache_size in bytes.
 pub fn model_cache_bytes() -> usize {
     MODEL_CACHE_SIZE.get().max(0) as usize * 1024 * 1024
+}
+
+/// tfllmer.part_size in bytes.
+pub fn part_bytes() -> usize {
+    PART_BYTES.get().max(1024) as usize
 }

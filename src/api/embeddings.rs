@@ -180,7 +180,6 @@ fn rec_pca(
             "graph_tv_pca",
             "graph_tv",
             "build_ms",
-            "data",
             "method",
         ],
         vec![
@@ -198,9 +197,9 @@ fn rec_pca(
             out.graph_tv_pca.into(),
             out.graph_tv.into(),
             build_ms.into(),
-            embedding_codec::encode(&stored).into(),
             method.as_str().into(),
         ],
+        &embedding_codec::encode(&stored),
     );
     TableIterator::once((
         embedding_name.to_string(),

@@ -118,7 +118,6 @@ fn build_graph(
             "n_edges",
             "total_weight",
             "build_ms",
-            "csr",
         ],
         vec![
             source.relation.oid.into(),
@@ -136,8 +135,8 @@ fn build_graph(
             (graph.n_edges() as i64).into(),
             graph.total_weight().into(),
             built_ms.into(),
-            graph_codec::encode(&graph).into(),
         ],
+        &graph_codec::encode(&graph),
     );
     let total_ms = started.elapsed().as_secs_f64() * 1e3;
     debug1!(

@@ -1,5 +1,7 @@
 //! The catalog tables (sql/bootstrap.sql): one row per graph or embedding,
-//! its data in a blob column. Row-level security on them shows each role
+//! its data in a blob column, and for objects larger than
+//! `tfllmer.part_size` (256 MB by default; PostgreSQL limits one value to
+//! 1 GB) the rest of the data in pieces in tfllmer.object_parts. Row-level security on them shows each role
 //! only the rows of roles whose privileges it has, so every query here runs
 //! as the caller and sees exactly what the caller may see.
 
@@ -7,7 +9,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use super::errors::{raise, raise_with_hint, Code};
-use super::spi::{first_value, spi_failed};
+use super::spi::{first_pair, first_value, spi_failed};
 
 /// One catalog table and how its objects are named in messages.
 pub struct Catalog {
@@ -61,8 +63,13 @@ impl Catalog {
         }
     }
 
-    /// Deletes the caller's object; false when there is none.
+    /// Deletes the caller's object (and its pieces); false when there is none.
     pub fn delete(&self, name: &str) -> bool {
+        Spi::run_with_args(
+            "DELETE FROM tfllmer.object_parts WHERE kind = $1 AND object_name = $2",
+            &[self.kind.into(), name.into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e));
         Spi::get_one_with_args::<i64>(
             &format!(
                 "WITH gone AS (DELETE FROM {} WHERE {} = $1 RETURNING 1) SELECT count(*) FROM gone",
@@ -76,12 +83,20 @@ impl Catalog {
     }
 
     /// Stores a new object owned by the current role: `columns` (after the
-    /// name) with their values. With `replace`, the caller's old object of
-    /// that name goes first. Raises when another role holds the name.
-    pub fn insert(&self, name: &str, replace: bool, columns: &[&str], values: Vec<DatumWithOid<'_>>) {
+    /// name) with their values, and `blob` (its first `tfllmer.part_size`
+    /// bytes in the blob column, the rest in numbered pieces). With
+    /// `replace`, the caller's old object of that name goes first. Raises
+    /// when another role holds the name.
+    pub fn insert(&self, name: &str, replace: bool, columns: &[&str], values: Vec<DatumWithOid<'_>>, blob: &[u8]) {
         if replace {
             self.delete(name);
         }
+        let mut pieces = blob.chunks(crate::settings::part_bytes());
+        let first = pieces.next().unwrap_or_default();
+        let mut columns = columns.to_vec();
+        columns.push(self.blob);
+        let mut values = values;
+        values.push(first.into());
         let placeholders: Vec<String> = (2..=columns.len() + 1).map(|i| format!("${i}")).collect();
         let query = format!(
             "WITH added AS (
@@ -104,15 +119,44 @@ impl Catalog {
                 format!("{} name \"{name}\" is already used by another role", self.kind),
             );
         }
+        for (part, piece) in pieces.enumerate() {
+            Spi::run_with_args(
+                "INSERT INTO tfllmer.object_parts (kind, object_name, part, data) VALUES ($1, $2, $3, $4)",
+                &[self.kind.into(), name.into(), (part as i32 + 1).into(), piece.into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e));
+        }
     }
 
-    /// The data of an object the caller can see, or "does not exist".
+    /// The data of an object the caller can see (its pieces joined), or
+    /// "does not exist".
     pub fn load_blob(&self, name: &str) -> Vec<u8> {
-        first_value::<Vec<u8>>(
-            &format!("SELECT {} FROM {} WHERE {} = $1", self.blob, self.table, self.key),
-            &[name.into()],
+        let (blob, parts) = first_pair::<Vec<u8>, i64>(
+            &format!(
+                "SELECT {blob}, (SELECT count(*) FROM tfllmer.object_parts p WHERE p.kind = $2 AND p.object_name = $1)
+                   FROM {table} WHERE {key} = $1",
+                blob = self.blob,
+                table = self.table,
+                key = self.key
+            ),
+            &[name.into(), self.kind.into()],
         )
-        .unwrap_or_else(|| self.raise_unknown(name))
+        .unwrap_or_else(|| self.raise_unknown(name));
+        let mut blob = blob.unwrap_or_default();
+        for part in 1..=parts.unwrap_or(0) {
+            let piece = first_value::<Vec<u8>>(
+                "SELECT data FROM tfllmer.object_parts WHERE kind = $1 AND object_name = $2 AND part = $3",
+                &[self.kind.into(), name.into(), (part as i32).into()],
+            )
+            .unwrap_or_else(|| {
+                raise(
+                    Code::ERRCODE_DATA_CORRUPTED,
+                    format!("{} \"{name}\": piece {part} of its data is missing", self.kind),
+                )
+            });
+            blob.extend_from_slice(&piece);
+        }
+        blob
     }
 
     /// The ERROR for a name the caller cannot see.

@@ -95,3 +95,28 @@ SELECT count(*) FROM tfllmer.graphs WHERE graph_name = 'rolled_back';
 SELECT tfllmer.drop_graph('listens_all');
 SELECT tfllmer.drop_graph('listens_all', if_exists => true);
 SELECT graph_name FROM tfllmer.graphs ORDER BY graph_name;
+
+-- A graph larger than tfllmer.part_size (256 MB; PostgreSQL keeps at most
+-- 1 GB in one value) is stored in pieces and reads back whole. Here with
+-- pieces of 1 kB, on a graph of a few hundred walks.
+CREATE TABLE walks_big AS
+SELECT u AS user_id, 1 + (u * 7 + k * (1 + u % 5)) % 400 AS item_id, k AS ts
+FROM generate_series(1, 300) u, generate_series(1, 20) k;
+SELECT graph_name, n_edges FROM tfllmer.build_graph('whole', 'walks_big');
+SET tfllmer.part_size = 1024;
+SELECT graph_name, n_edges FROM tfllmer.build_graph('pieces', 'walks_big');
+RESET tfllmer.part_size;
+SELECT graph_name, size_bytes > 1024 AS larger_than_a_piece,
+       size_bytes = (SELECT size_bytes FROM tfllmer.graphs WHERE graph_name = 'whole') AS same_size
+FROM tfllmer.graphs WHERE graph_name = 'pieces';
+SELECT count(*) > 1 AS stored_in_pieces FROM tfllmer.object_parts WHERE object_name = 'pieces';
+SELECT (SELECT array_agg((item_a, item_b, weight) ORDER BY item_a, item_b) FROM tfllmer.graph_edges('pieces'))
+     = (SELECT array_agg((item_a, item_b, weight) ORDER BY item_a, item_b) FROM tfllmer.graph_edges('whole')) AS same_edges;
+-- replacing or dropping it removes its pieces
+SET tfllmer.part_size = 1024;
+SELECT n_edges FROM tfllmer.build_graph('pieces', 'walks_big', replace => true);
+RESET tfllmer.part_size;
+SELECT count(*) > 1 AS still_in_pieces FROM tfllmer.object_parts WHERE object_name = 'pieces';
+SELECT tfllmer.drop_graph('pieces'), tfllmer.drop_graph('whole');
+SELECT count(*) AS pieces_left FROM tfllmer.object_parts;
+DROP TABLE walks_big;
