@@ -54,14 +54,6 @@ FROM (SELECT item_id, unnest(embedding) v, generate_subscripts(embedding, 1) k F
 JOIN (SELECT item_id, unnest(embedding) v, generate_subscripts(embedding, 1) k FROM tfllmer.embedding('movies_2d_fast')) b
   USING (item_id, k);
 SELECT embedding_name, method FROM tfllmer.embeddings WHERE embedding_name LIKE 'movies_2d%' ORDER BY 1;
--- an embedding stored in pieces (tfllmer.part_size) reads back the same
-SET tfllmer.part_size = 1024;
-SELECT n_items FROM tfllmer.rec_pca('movies_2d_fast', 'movies', graph_name => 'watch_graph', dim => 2, lambda => 0.9,
-                                    replace => true);
-RESET tfllmer.part_size;
-SELECT count(*) AS pieces FROM tfllmer.object_parts WHERE object_name = 'movies_2d_fast';
-SELECT (SELECT array_agg(embedding ORDER BY item_id) FROM tfllmer.embedding('movies_2d_fast'))
-     = (SELECT array_agg(embedding ORDER BY item_id) FROM tfllmer.embedding('movies_2d')) AS same_vectors;
 SELECT tfllmer.drop_embedding('movies_2d_fast');
 
 -- A double precision[] column works the same.
