@@ -10,7 +10,8 @@
 #      faults during the final save), a read-only hot standby,
 #      recommendations under load while the model is retrained, ALTER
 #      EXTENSION UPDATE from the first release, pg_dump and restore into a
-#      new database with re-created roles, and build_graph and
+#      new database with re-created roles, the whole pipeline on generated
+#      data (bench/scale_data.py: randomized Rec-PCA, sampled softmax), and build_graph and
 #      rec_pca on MovieLens against the numpy reference (skipped, and said
 #      so, where the shared data is absent)
 source "$(dirname "$0")/common.sh"
@@ -54,6 +55,7 @@ tests/integration/standby.sh "$cluster"
 tests/integration/recommend_load.sh "$cluster"
 tests/integration/upgrade.sh "$cluster"
 tests/integration/backup_restore.sh "$cluster"
+tests/integration/generated_pipeline.sh "$cluster"
 data=$(data_dir)
 reference=$(reference_dir)
 if [ -n "$data" ] && [ -n "$reference" ]; then
