@@ -86,6 +86,16 @@ fn build_graph(
         );
     }
     let n_read = read.events.len();
+    // large inputs report their phases as NOTICEs, others at DEBUG1
+    let loud = n_read >= LARGE_INPUT;
+    let phase = |text: String| {
+        if loud {
+            notice!("build_graph \"{graph_name}\": {text} ({:.1} s)", started.elapsed().as_secs_f64());
+        } else {
+            debug1!("build_graph \"{graph_name}\": {text} ({:.3} s)", started.elapsed().as_secs_f64());
+        }
+    };
+    phase(format!("read {n_read} interactions; building"));
     let (graph, stats) = graph::build(read.events, &params).unwrap_or_else(|e| match e {
         GraphError::NoInteractions if read.null_rows == 0 => {
             raise(Code::ERRCODE_DATA_EXCEPTION, format!("interactions: \"{}\" has no rows", source.relation.display))
@@ -98,6 +108,7 @@ fn build_graph(
     });
 
     let built_ms = started.elapsed().as_secs_f64() * 1e3;
+    phase(format!("{} edges over {} items; storing", graph.n_edges(), graph.n_items()));
     let n_users = stats.n_users as i64;
     GRAPHS.insert(
         graph_name,
@@ -153,6 +164,10 @@ fn build_graph(
         built_ms,
     ))
 }
+
+/// Inputs of at least this many interactions report their phases as
+/// NOTICEs (about 10 s of work here); smaller ones at DEBUG1.
+const LARGE_INPUT: usize = 10_000_000;
 
 /// The edges of a stored graph, each once, with item_a < item_b.
 #[pg_extern(stable, parallel_safe)]
