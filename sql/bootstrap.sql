@@ -24,33 +24,6 @@ LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user $$;
 
 -- One row per co-occurrence graph; csr holds the whole graph (crates/tfllmer-core/src/graph_codec.rs).
--- Pieces of graphs and embeddings larger than tfllmer.part_size (PostgreSQL
--- limits one value to 1 GB): piece 0 is the object's own blob column, pieces
--- 1, 2, ... are here. Owned and visible like the objects themselves.
-CREATE TABLE tfllmer.object_parts (
-    kind         text NOT NULL CHECK (kind IN ('graph', 'embedding')),
-    object_name  text NOT NULL,
-    part         integer NOT NULL CHECK (part >= 1),
-    owner        regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
-    data         bytea NOT NULL,
-    PRIMARY KEY (kind, object_name, part)
-);
-ALTER TABLE tfllmer.object_parts ALTER COLUMN data SET STORAGE EXTERNAL;
-ALTER TABLE tfllmer.object_parts ENABLE ROW LEVEL SECURITY;
-CREATE POLICY object_parts_owner ON tfllmer.object_parts
-    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                   WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
-    WITH CHECK (owner = tfllmer.current_role_oid());
-GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.object_parts TO PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('tfllmer.object_parts', '');
-
--- The stored size of an object: its blob and its pieces.
-CREATE FUNCTION tfllmer.object_size(kind text, object_name text, first_piece bytea) RETURNS bigint
-LANGUAGE sql STABLE
-AS $$ SELECT pg_catalog.octet_length($3)::bigint
-             + coalesce((SELECT sum(pg_catalog.octet_length(p.data)) FROM tfllmer.object_parts p
-                         WHERE p.kind = $1 AND p.object_name = $2), 0)::bigint $$;
-
 CREATE TABLE tfllmer.graph_store (
     graph_name   text PRIMARY KEY CHECK (octet_length(graph_name) BETWEEN 1 AND 63),
     owner        regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
@@ -85,18 +58,6 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.graph_store TO PUBLIC;
 -- pg_dump includes the graphs
 SELECT pg_catalog.pg_extension_config_dump('tfllmer.graph_store', '');
 
-CREATE VIEW tfllmer.graphs WITH (security_invoker = true) AS
-SELECT graph_name,
-       pg_catalog.pg_get_userbyid(owner) AS owner,
-       source_name AS source_table,
-       user_column, item_column, time_column,
-       window_size, holdout, weighting, damping, top_k,
-       n_users, n_items, n_edges, total_weight,
-       tfllmer.object_size('graph', graph_name, csr) AS size_bytes,
-       build_ms, created_at
-FROM tfllmer.graph_store;
-GRANT SELECT ON tfllmer.graphs TO PUBLIC;
-
 -- One row per reduced embedding set (Rec-PCA output); data holds item ids
 -- and vectors (crates/tfllmer-core/src/embedding_codec.rs).
 CREATE TABLE tfllmer.embedding_store (
@@ -129,6 +90,43 @@ CREATE POLICY embedding_store_owner ON tfllmer.embedding_store
 GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.embedding_store TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('tfllmer.embedding_store', '');
 
+-- Pieces of graphs and embeddings larger than tfllmer.part_size (PostgreSQL
+-- limits one value to 1 GB): piece 0 is the object's own blob column, pieces
+-- 1, 2, ... are here, each tied to its object (deleted with it) and read only
+-- with its owner's. Owned and visible like the objects themselves.
+CREATE TABLE tfllmer.object_parts (
+    graph_name      text REFERENCES tfllmer.graph_store ON DELETE CASCADE,
+    embedding_name  text REFERENCES tfllmer.embedding_store ON DELETE CASCADE,
+    part            integer NOT NULL CHECK (part >= 1),
+    owner           regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
+    data            bytea NOT NULL,
+    CHECK ((graph_name IS NULL) <> (embedding_name IS NULL)),
+    UNIQUE (graph_name, part),
+    UNIQUE (embedding_name, part)
+);
+ALTER TABLE tfllmer.object_parts ALTER COLUMN data SET STORAGE EXTERNAL;
+ALTER TABLE tfllmer.object_parts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY object_parts_owner ON tfllmer.object_parts
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                   WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
+    WITH CHECK (owner = tfllmer.current_role_oid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.object_parts TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tfllmer.object_parts', '');
+
+CREATE VIEW tfllmer.graphs WITH (security_invoker = true) AS
+SELECT graph_name,
+       pg_catalog.pg_get_userbyid(owner) AS owner,
+       source_name AS source_table,
+       user_column, item_column, time_column,
+       window_size, holdout, weighting, damping, top_k,
+       n_users, n_items, n_edges, total_weight,
+       pg_catalog.octet_length(csr)::bigint
+       + coalesce((SELECT sum(pg_catalog.octet_length(p.data)) FROM tfllmer.object_parts p
+                   WHERE p.graph_name = g.graph_name AND p.owner = g.owner), 0)::bigint AS size_bytes,
+       build_ms, created_at
+FROM tfllmer.graph_store g;
+GRANT SELECT ON tfllmer.graphs TO PUBLIC;
+
 CREATE VIEW tfllmer.embeddings WITH (security_invoker = true) AS
 SELECT embedding_name,
        pg_catalog.pg_get_userbyid(owner) AS owner,
@@ -136,9 +134,11 @@ SELECT embedding_name,
        id_column, embedding_column, graph_name, lambda,
        n_items, input_dim, output_dim,
        retained_variance, graph_tv_pca, graph_tv,
-       tfllmer.object_size('embedding', embedding_name, data) AS size_bytes,
+       pg_catalog.octet_length(data)::bigint
+       + coalesce((SELECT sum(pg_catalog.octet_length(p.data)) FROM tfllmer.object_parts p
+                   WHERE p.embedding_name = e.embedding_name AND p.owner = e.owner), 0)::bigint AS size_bytes,
        build_ms, created_at, method
-FROM tfllmer.embedding_store;
+FROM tfllmer.embedding_store e;
 GRANT SELECT ON tfllmer.embeddings TO PUBLIC;
 
 -- ---------------------------------------------------------------------------

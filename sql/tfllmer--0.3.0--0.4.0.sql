@@ -13,14 +13,17 @@
 
 -- Pieces of graphs and embeddings larger than tfllmer.part_size (PostgreSQL
 -- limits one value to 1 GB): piece 0 is the object's own blob column, pieces
--- 1, 2, ... are here. Owned and visible like the objects themselves.
+-- 1, 2, ... are here, each tied to its object (deleted with it) and read only
+-- with its owner's. Owned and visible like the objects themselves.
 CREATE TABLE tfllmer.object_parts (
-    kind         text NOT NULL CHECK (kind IN ('graph', 'embedding')),
-    object_name  text NOT NULL,
-    part         integer NOT NULL CHECK (part >= 1),
-    owner        regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
-    data         bytea NOT NULL,
-    PRIMARY KEY (kind, object_name, part)
+    graph_name      text REFERENCES tfllmer.graph_store ON DELETE CASCADE,
+    embedding_name  text REFERENCES tfllmer.embedding_store ON DELETE CASCADE,
+    part            integer NOT NULL CHECK (part >= 1),
+    owner           regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
+    data            bytea NOT NULL,
+    CHECK ((graph_name IS NULL) <> (embedding_name IS NULL)),
+    UNIQUE (graph_name, part),
+    UNIQUE (embedding_name, part)
 );
 ALTER TABLE tfllmer.object_parts ALTER COLUMN data SET STORAGE EXTERNAL;
 ALTER TABLE tfllmer.object_parts ENABLE ROW LEVEL SECURITY;
@@ -31,12 +34,7 @@ CREATE POLICY object_parts_owner ON tfllmer.object_parts
 GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.object_parts TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('tfllmer.object_parts', '');
 
--- The stored size of an object: its blob and its pieces.
-CREATE FUNCTION tfllmer.object_size(kind text, object_name text, first_piece bytea) RETURNS bigint
-LANGUAGE sql STABLE
-AS $$ SELECT pg_catalog.octet_length($3)::bigint
-             + coalesce((SELECT sum(pg_catalog.octet_length(p.data)) FROM tfllmer.object_parts p
-                         WHERE p.kind = $1 AND p.object_name = $2), 0)::bigint $$;
+
 
 ALTER TABLE tfllmer.model_store ADD COLUMN test_users bigint;
 UPDATE tfllmer.model_store SET test_users = n_users;
@@ -64,9 +62,11 @@ SELECT embedding_name,
        id_column, embedding_column, graph_name, lambda,
        n_items, input_dim, output_dim,
        retained_variance, graph_tv_pca, graph_tv,
-       tfllmer.object_size('embedding', embedding_name, data) AS size_bytes,
+       pg_catalog.octet_length(data)::bigint
+       + coalesce((SELECT sum(pg_catalog.octet_length(p.data)) FROM tfllmer.object_parts p
+                   WHERE p.embedding_name = e.embedding_name AND p.owner = e.owner), 0)::bigint AS size_bytes,
        build_ms, created_at, method
-FROM tfllmer.embedding_store;
+FROM tfllmer.embedding_store e;
 
 CREATE OR REPLACE VIEW tfllmer.graphs WITH (security_invoker = true) AS
 SELECT graph_name,
@@ -75,6 +75,34 @@ SELECT graph_name,
        user_column, item_column, time_column,
        window_size, holdout, weighting, damping, top_k,
        n_users, n_items, n_edges, total_weight,
-       tfllmer.object_size('graph', graph_name, csr) AS size_bytes,
+       pg_catalog.octet_length(csr)::bigint
+       + coalesce((SELECT sum(pg_catalog.octet_length(p.data)) FROM tfllmer.object_parts p
+                   WHERE p.graph_name = g.graph_name AND p.owner = g.owner), 0)::bigint AS size_bytes,
        build_ms, created_at
-FROM tfllmer.graph_store;
+FROM tfllmer.graph_store g;
+
+-- rec_pca gains its last argument, method (the C function reads nine)
+DROP FUNCTION tfllmer.rec_pca(text, regclass, name, name, text, integer, double precision, boolean);
+CREATE FUNCTION tfllmer.rec_pca(
+	"embedding_name" TEXT,
+	"items" regclass,
+	"id_column" name DEFAULT 'item_id',
+	"embedding_column" name DEFAULT 'embedding',
+	"graph_name" TEXT DEFAULT NULL,
+	"dim" INT DEFAULT 64,
+	"lambda" double precision DEFAULT 0.5,
+	"replace" bool DEFAULT false,
+	"method" TEXT DEFAULT 'auto'
+) RETURNS TABLE (
+	"embedding_name" TEXT,
+	"n_items" bigint,
+	"input_dim" INT,
+	"output_dim" INT,
+	"retained_variance" double precision,
+	"graph_tv_pca" double precision,
+	"graph_tv" double precision,
+	"build_ms" double precision
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'rec_pca_wrapper';

@@ -65,11 +65,7 @@ impl Catalog {
 
     /// Deletes the caller's object (and its pieces); false when there is none.
     pub fn delete(&self, name: &str) -> bool {
-        Spi::run_with_args(
-            "DELETE FROM tfllmer.object_parts WHERE kind = $1 AND object_name = $2",
-            &[self.kind.into(), name.into()],
-        )
-        .unwrap_or_else(|e| spi_failed(e));
+        // (its pieces go with it: ON DELETE CASCADE)
         Spi::get_one_with_args::<i64>(
             &format!(
                 "WITH gone AS (DELETE FROM {} WHERE {} = $1 RETURNING 1) SELECT count(*) FROM gone",
@@ -121,8 +117,8 @@ impl Catalog {
         }
         for (part, piece) in pieces.enumerate() {
             Spi::run_with_args(
-                "INSERT INTO tfllmer.object_parts (kind, object_name, part, data) VALUES ($1, $2, $3, $4)",
-                &[self.kind.into(), name.into(), (part as i32 + 1).into(), piece.into()],
+                &format!("INSERT INTO tfllmer.object_parts ({}, part, data) VALUES ($1, $2, $3)", self.key),
+                &[name.into(), (part as i32 + 1).into(), piece.into()],
             )
             .unwrap_or_else(|e| spi_failed(e));
         }
@@ -133,20 +129,25 @@ impl Catalog {
     pub fn load_blob(&self, name: &str) -> Vec<u8> {
         let (blob, parts) = first_pair::<Vec<u8>, i64>(
             &format!(
-                "SELECT {blob}, (SELECT count(*) FROM tfllmer.object_parts p WHERE p.kind = $2 AND p.object_name = $1)
-                   FROM {table} WHERE {key} = $1",
+                "SELECT {blob}, (SELECT count(*) FROM tfllmer.object_parts p WHERE p.{key} = $1 AND p.owner = o.owner)
+                   FROM {table} o WHERE {key} = $1",
                 blob = self.blob,
                 table = self.table,
                 key = self.key
             ),
-            &[name.into(), self.kind.into()],
+            &[name.into()],
         )
         .unwrap_or_else(|| self.raise_unknown(name));
         let mut blob = blob.unwrap_or_default();
         for part in 1..=parts.unwrap_or(0) {
             let piece = first_value::<Vec<u8>>(
-                "SELECT data FROM tfllmer.object_parts WHERE kind = $1 AND object_name = $2 AND part = $3",
-                &[self.kind.into(), name.into(), (part as i32).into()],
+                &format!(
+                    "SELECT p.data FROM tfllmer.object_parts p JOIN {table} o ON o.{key} = p.{key} AND o.owner = p.owner
+                      WHERE p.{key} = $1 AND p.part = $2",
+                    table = self.table,
+                    key = self.key
+                ),
+                &[name.into(), (part as i32).into()],
             )
             .unwrap_or_else(|| {
                 raise(

@@ -381,6 +381,9 @@ impl Recommender {
     /// Reads only the item rows the sequences use.
     pub fn last_hidden(&self, seq: &Tensor) -> Result<Tensor> {
         let tokens = seq.flatten_all()?.to_vec1::<u32>()?;
+        if let Some(t) = tokens.iter().find(|&&t| t as usize > self.config.n_items) {
+            candle_core::bail!("token {t} is beyond the {} items of the model", self.config.n_items);
+        }
         let mut subset = RowSubset::new(self.config.n_items);
         let rows = subset.collect([&tokens[..]]).to_vec();
         let local = Tensor::from_vec(subset.local(&tokens), seq.shape(), seq.device())?;

@@ -55,6 +55,10 @@ impl LossKind {
     }
 }
 
+/// The most negatives a step may draw: the sampled loss keeps a K × dim
+/// partial gradient per 1,024 positions (4 MB at dim 64).
+pub const MAX_NEGATIVES: usize = 16_384;
+
 /// The keys users may pass, for messages.
 pub const KEYS: &[&str] = &[
     "epochs",
@@ -239,7 +243,7 @@ impl TrainingOptions {
             threads: integer(map, "threads", 1, 64, default_threads.clamp(1, 64) as i64)? as usize,
             max_train_seconds: number(map, "max_train_seconds", 0.0, false, 1e9, true)?,
             loss,
-            negatives: integer(map, "negatives", 1, 1_000_000, defaults::NEGATIVES as i64)? as usize,
+            negatives: integer(map, "negatives", 1, MAX_NEGATIVES as i64, defaults::NEGATIVES as i64)? as usize,
             sampler: match text(map, "sampler", &["uniform", "popularity"])? {
                 None => defaults::SAMPLER,
                 Some("popularity") => Sampler::Popularity,
@@ -367,7 +371,7 @@ mod tests {
             (json!({"threads": 0}), "options.threads must be between 1 and 64"),
             (json!([1, 2]), "options must be a JSON object"),
             (json!({"loss": "bpr"}), "options.loss must be one of \"full\", \"sampled_softmax\", got \"bpr\""),
-            (json!({"negatives": 0}), "options.negatives must be between 1 and 1000000, got 0"),
+            (json!({"negatives": 0}), "options.negatives must be between 1 and 16384, got 0"),
             (json!({"sampler": "zipf"}), "options.sampler must be one of \"uniform\", \"popularity\""),
             (json!({"loss": "full", "negatives": 8}), "options.negatives applies to the sampled softmax"),
             (json!({"loss": "full", "sampler": "uniform"}), "options.sampler applies to the sampled softmax"),

@@ -109,14 +109,14 @@ RESET tfllmer.part_size;
 SELECT graph_name, size_bytes > 1024 AS larger_than_a_piece,
        size_bytes = (SELECT size_bytes FROM tfllmer.graphs WHERE graph_name = 'whole') AS same_size
 FROM tfllmer.graphs WHERE graph_name = 'pieces';
-SELECT count(*) > 1 AS stored_in_pieces FROM tfllmer.object_parts WHERE object_name = 'pieces';
+SELECT count(*) > 1 AS stored_in_pieces FROM tfllmer.object_parts WHERE graph_name = 'pieces';
 SELECT (SELECT array_agg((item_a, item_b, weight) ORDER BY item_a, item_b) FROM tfllmer.graph_edges('pieces'))
      = (SELECT array_agg((item_a, item_b, weight) ORDER BY item_a, item_b) FROM tfllmer.graph_edges('whole')) AS same_edges;
 -- replacing or dropping it removes its pieces
 SET tfllmer.part_size = 1024;
 SELECT n_edges FROM tfllmer.build_graph('pieces', 'walks_big', replace => true);
 RESET tfllmer.part_size;
-SELECT count(*) > 1 AS still_in_pieces FROM tfllmer.object_parts WHERE object_name = 'pieces';
+SELECT count(*) > 1 AS still_in_pieces FROM tfllmer.object_parts WHERE graph_name = 'pieces';
 SELECT tfllmer.drop_graph('pieces'), tfllmer.drop_graph('whole');
 SELECT count(*) AS pieces_left FROM tfllmer.object_parts;
 DROP TABLE walks_big;
