@@ -251,7 +251,7 @@ impl TrainingOptions {
             },
             eval_users: map
                 .contains_key("eval_users")
-                .then(|| integer(map, "eval_users", 1, i64::MAX, 1).map(|n| n as usize))
+                .then(|| integer(map, "eval_users", 1, 1_000_000_000, 1).map(|n| n as usize))
                 .transpose()?,
         })
     }
