@@ -81,7 +81,8 @@ SELECT graph_name,
        build_ms, created_at
 FROM tfllmer.graph_store g;
 
--- rec_pca gains its last argument, method (the C function reads nine)
+-- rec_pca gains its last argument, method (a new C symbol reads nine; the
+-- old one, which the earlier definition names, still reads eight)
 DROP FUNCTION tfllmer.rec_pca(text, regclass, name, name, text, integer, double precision, boolean);
 CREATE FUNCTION tfllmer.rec_pca(
 	"embedding_name" TEXT,
@@ -105,4 +106,4 @@ CREATE FUNCTION tfllmer.rec_pca(
 )
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
-AS 'MODULE_PATHNAME', 'rec_pca_wrapper';
+AS 'MODULE_PATHNAME', 'rec_pca_with_method_wrapper';

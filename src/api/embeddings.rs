@@ -45,12 +45,33 @@ fn rec_pca_error(e: RecPcaError) -> ! {
     raise(code, format!("{argument}{e}"))
 }
 
+/// What rec_pca returns (written out in the #[pg_extern]s: pgrx's SQL
+/// generator does not resolve type aliases).
+type RecPcaRow = TableIterator<
+    'static,
+    (
+        name!(embedding_name, String),
+        name!(n_items, i64),
+        name!(input_dim, i32),
+        name!(output_dim, i32),
+        name!(retained_variance, f64),
+        name!(graph_tv_pca, Option<f64>),
+        name!(graph_tv, Option<f64>),
+        name!(build_ms, f64),
+    ),
+>;
+
 /// Reduces the LLM embeddings of `items` to `dim` dimensions with Rec-PCA
 /// over the co-occurrence graph `graph_name` (NULL: plain PCA) and stores
-/// the result under `embedding_name`, owned by the current role.
-#[pg_extern(volatile, parallel_unsafe)]
+/// the result under `embedding_name`, owned by the current role. `method`:
+/// 'exact', 'randomized' or 'auto' (docs/sql-reference.md).
+///
+/// (Its C symbol is new in 0.4.0: the 8-argument `rec_pca_wrapper` below
+/// keeps the definitions of earlier versions working with this library
+/// until ALTER EXTENSION UPDATE.)
+#[pg_extern(name = "rec_pca", volatile, parallel_unsafe)]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-fn rec_pca(
+fn rec_pca_with_method(
     embedding_name: Option<&str>,
     items: Option<RegClass>,
     id_column: default!(Option<SqlName>, "'item_id'"),
@@ -73,6 +94,50 @@ fn rec_pca(
         name!(build_ms, f64),
     ),
 > {
+    run_rec_pca(embedding_name, items, id_column, embedding_column, graph_name, dim, lambda, replace, method)
+}
+
+/// rec_pca as versions 0.1.0 to 0.3.0 declare it (8 arguments, symbol
+/// `rec_pca_wrapper`): method 'auto'. No SQL of its own.
+#[pg_extern(sql = false)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn rec_pca(
+    embedding_name: Option<&str>,
+    items: Option<RegClass>,
+    id_column: Option<SqlName>,
+    embedding_column: Option<SqlName>,
+    graph_name: Option<&str>,
+    dim: Option<i32>,
+    lambda: Option<f64>,
+    replace: Option<bool>,
+) -> TableIterator<
+    'static,
+    (
+        name!(embedding_name, String),
+        name!(n_items, i64),
+        name!(input_dim, i32),
+        name!(output_dim, i32),
+        name!(retained_variance, f64),
+        name!(graph_tv_pca, Option<f64>),
+        name!(graph_tv, Option<f64>),
+        name!(build_ms, f64),
+    ),
+> {
+    run_rec_pca(embedding_name, items, id_column, embedding_column, graph_name, dim, lambda, replace, Some("auto"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_rec_pca(
+    embedding_name: Option<&str>,
+    items: Option<RegClass>,
+    id_column: Option<SqlName>,
+    embedding_column: Option<SqlName>,
+    graph_name: Option<&str>,
+    dim: Option<i32>,
+    lambda: Option<f64>,
+    replace: Option<bool>,
+    method: Option<&str>,
+) -> RecPcaRow {
     require_primary("rec_pca");
     let started = Instant::now();
     let embedding_name = object_name(embedding_name, "embedding_name");

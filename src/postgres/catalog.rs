@@ -23,6 +23,16 @@ pub struct Catalog {
     pub kind: &'static str,
     /// the function that drops one, for hints
     pub drop_function: &'static str,
+    /// columns added in 0.4.0 (left out while the database's catalog is older)
+    pub columns_since_0_4: &'static [&'static str],
+}
+
+/// Whether the database's tfllmer catalog is that of 0.4.0 or later. The
+/// library of a newer version can run against an older catalog between
+/// installing it and ALTER EXTENSION UPDATE: it then leaves out what the
+/// older catalog lacks (pieces, the new columns) instead of failing.
+pub fn catalog_is_current() -> bool {
+    first_value::<bool>("SELECT pg_catalog.to_regclass('tfllmer.object_parts') IS NOT NULL", &[]).unwrap_or(false)
 }
 
 pub const GRAPHS: Catalog = Catalog {
@@ -31,6 +41,7 @@ pub const GRAPHS: Catalog = Catalog {
     blob: "csr",
     kind: "graph",
     drop_function: "tfllmer.drop_graph",
+    columns_since_0_4: &[],
 };
 
 pub const EMBEDDINGS: Catalog = Catalog {
@@ -39,6 +50,7 @@ pub const EMBEDDINGS: Catalog = Catalog {
     blob: "data",
     kind: "embedding",
     drop_function: "tfllmer.drop_embedding",
+    columns_since_0_4: &["method"],
 };
 
 impl Catalog {
@@ -87,11 +99,13 @@ impl Catalog {
         if replace {
             self.delete(name);
         }
-        let mut pieces = blob.chunks(crate::settings::part_bytes());
+        let current = catalog_is_current();
+        let piece_size = if current { crate::settings::part_bytes() } else { blob.len().max(1) };
+        let mut pieces = blob.chunks(piece_size);
         let first = pieces.next().unwrap_or_default();
-        let mut columns = columns.to_vec();
+        let (mut columns, mut values): (Vec<&str>, Vec<DatumWithOid<'_>>) =
+            columns.iter().copied().zip(values).filter(|(c, _)| current || !self.columns_since_0_4.contains(c)).unzip();
         columns.push(self.blob);
-        let mut values = values;
         values.push(first.into());
         let placeholders: Vec<String> = (2..=columns.len() + 1).map(|i| format!("${i}")).collect();
         let query = format!(
@@ -127,6 +141,13 @@ impl Catalog {
     /// The data of an object the caller can see (its pieces joined), or
     /// "does not exist".
     pub fn load_blob(&self, name: &str) -> Vec<u8> {
+        if !catalog_is_current() {
+            return first_value::<Vec<u8>>(
+                &format!("SELECT {} FROM {} WHERE {} = $1", self.blob, self.table, self.key),
+                &[name.into()],
+            )
+            .unwrap_or_else(|| self.raise_unknown(name));
+        }
         let (blob, parts) = first_pair::<Vec<u8>, i64>(
             &format!(
                 "SELECT {blob}, (SELECT count(*) FROM tfllmer.object_parts p WHERE p.{key} = $1 AND p.owner = o.owner)

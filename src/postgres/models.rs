@@ -7,6 +7,7 @@ use tfllmer_core::vocabulary::Vocabulary;
 use tfllmer_train::model::{Backbone, ModelConfig, Recommender};
 use tfllmer_train::DType;
 
+use super::catalog::catalog_is_current;
 use super::errors::{raise, raise_with_hint, Code};
 use super::jobs::{self, JobState};
 use super::spi::{first_value, prepared, spi_failed, write_returning};
@@ -195,15 +196,19 @@ pub fn insert_version(v: &NewVersion<'_>) -> i32 {
         &[v.model_name.into()],
     )
     .unwrap_or_else(|e| spi_failed(e));
+    // (a catalog older than 0.4.0, before ALTER EXTENSION UPDATE, has no test_users)
+    let (test_users_column, test_users_value) = if catalog_is_current() { (", test_users", ", $17") } else { ("", "") };
     write_returning::<i32>(
-        "INSERT INTO tfllmer.model_store (model_name, version, job_id, backbone, normalized, init, n_items, n_users,
+        &format!(
+            "INSERT INTO tfllmer.model_store (model_name, version, job_id, backbone, normalized, init, n_items, n_users,
                 dim, max_len, layers, heads, dropout, options, source_table, source_name, user_column, item_column,
-                time_column, epochs, best_epoch, valid_ndcg10, test_hr10, test_ndcg10, item_ids, weights, test_users)
+                time_column, epochs, best_epoch, valid_ndcg10, test_hr10, test_ndcg10, item_ids, weights{test_users_column})
          SELECT $1, coalesce((SELECT max(version) FROM tfllmer.model_store WHERE model_name = $1), 0) + 1,
                 $2, j.backbone, j.normalize, j.init, $3, $4, $5, $6, $7, $8, $9, $18, j.source_table,
-                j.source_name, j.user_column, j.item_column, j.time_column, $10, $11, $12, $13, $14, $15, $16, $17
+                j.source_name, j.user_column, j.item_column, j.time_column, $10, $11, $12, $13, $14, $15, $16{test_users_value}
            FROM tfllmer.job_store j WHERE j.job_id = $2
-         RETURNING version",
+         RETURNING version"
+        ),
         &[
             v.model_name.into(),
             v.job_id.into(),

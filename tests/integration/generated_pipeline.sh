@@ -22,7 +22,7 @@ check() {  # check DESCRIPTION SQL  (SQL prints t or f)
     got=$(psql_q -A -t -c "$2")
     if [ "$got" = t ]; then echo "ok   $1"; else echo "FAIL $1 (got '$got')"; fail=1; fi
 }
-psql_q -q <<'SQL'
+psql_q -q >/dev/null <<'SQL'
 CREATE EXTENSION tfllmer;
 SELECT graph_name FROM tfllmer.build_graph('g', 'interactions');
 SELECT embedding_name FROM tfllmer.rec_pca('exact', 'items', graph_name => 'g', dim => 16, method => 'exact');
