@@ -289,15 +289,11 @@ mod tests {
         assert_eq!((all_masked.hr(), all_masked.ndcg()), (1.0, 1.0));
     }
 
-    #[test]
-    fn training_learns_the_walk_and_keeps_the_best_epoch() {
-        let n = 30;
-        let seqs = walks(120, n, 9);
-        let train_part: Vec<&[u32]> = seqs.iter().map(|q| &q[..7]).collect();
-        let valid: Vec<(&[u32], u32)> = seqs.iter().map(|q| (&q[..7], q[7])).collect();
-        let cfg = ModelConfig {
+    /// A one-block SASRec small enough for the walks.
+    fn walk_model(n_items: usize) -> ModelConfig {
+        ModelConfig {
             backbone: Backbone::SasRec,
-            n_items: n as usize,
+            n_items,
             dim: 16,
             max_len: 8,
             layers: 1,
@@ -306,7 +302,16 @@ mod tests {
             normalize: true,
             dtype: DType::F32,
             temperature: None,
-        };
+        }
+    }
+
+    #[test]
+    fn training_learns_the_walk_and_keeps_the_best_epoch() {
+        let n = 30;
+        let seqs = walks(120, n, 9);
+        let train_part: Vec<&[u32]> = seqs.iter().map(|q| &q[..7]).collect();
+        let valid: Vec<(&[u32], u32)> = seqs.iter().map(|q| (&q[..7], q[7])).collect();
+        let cfg = walk_model(n as usize);
         let mut rng = SplitMix64::new(3);
         let model = Recommender::new(cfg, None, &mut rng).unwrap();
         let before = evaluate(&model, &valid, 10).unwrap().ndcg();
@@ -342,18 +347,7 @@ mod tests {
         let seqs = walks(200, n, 9);
         let train_part: Vec<&[u32]> = seqs.iter().map(|q| &q[..7]).collect();
         let valid: Vec<(&[u32], u32)> = seqs.iter().map(|q| (&q[..7], q[7])).collect();
-        let cfg = ModelConfig {
-            backbone: Backbone::SasRec,
-            n_items: n as usize,
-            dim: 16,
-            max_len: 8,
-            layers: 1,
-            heads: 1,
-            dropout: 0.1,
-            normalize: true,
-            dtype: DType::F32,
-            temperature: None,
-        };
+        let cfg = walk_model(n as usize);
         for sampler in [Sampler::Uniform, Sampler::Popularity] {
             let run = || {
                 let mut rng = SplitMix64::new(3);
