@@ -65,7 +65,7 @@ sampler() {
     while sleep 1; do
         for status in /proc/[0-9]*/status; do
             pid=${status#/proc/}; pid=${pid%/status}
-            cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
+            cmd=$( { tr "\0" " " < "/proc/$pid/cmdline"; } 2>/dev/null) || continue
             case "$cmd" in postgres:*) ;; *) continue ;; esac
             hwm=$(awk '/VmHWM/ {print $2}' "$status" 2>/dev/null) || continue
             [ -n "$hwm" ] && echo "$pid $hwm $cmd"

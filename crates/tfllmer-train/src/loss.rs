@@ -3,8 +3,9 @@
 //! - [`linear_cross_entropy`]: the mean softmax cross-entropy over all
 //!   items (the full softmax);
 //! - [`sampled_cross_entropy`]: the sampled softmax, the target against K
-//!   negatives shared by every row of the batch, with an optional logQ
-//!   correction (Jean et al., ACL 2015; Yi et al., RecSys 2019).
+//!   negatives drawn for its group of rows (one sequence's positions, or
+//!   the whole batch), with the logQ correction (Jean et al., ACL 2015;
+//!   Yi et al., RecSys 2019).
 //!
 //! candle's composite `cross_entropy` (log_softmax + gather) materialises
 //! several logits-sized tensors and is slow in backward; shared/CANDLE.md
@@ -187,26 +188,52 @@ impl CustomOp2 for LinearCrossEntropyGrad {
     }
 }
 
-/// The sampled softmax's negatives and correction, shared by the batch.
+/// The sampled softmax's negatives and correction: groups of consecutive
+/// rows of `h` (for training: the positions of one sequence) each with K
+/// negatives of their own; one group = K negatives shared by every row.
 #[derive(Clone, Debug)]
 pub struct Negatives {
-    /// K row indices of `w`, drawn with replacement (a row drawn twice
-    /// counts twice, as the estimator expects)
+    /// groups × K row indices of `w`, group g's at g·K..(g + 1)·K, drawn
+    /// with replacement (a row drawn twice counts twice, as the estimator
+    /// expects)
     pub rows: Vec<u32>,
-    /// ln Q(row) for every row of `w` (the logQ correction, subtracted from
-    /// each logit, the target's included), or None for uniform sampling,
-    /// where it is the same for every row and cancels
-    pub log_q: Option<Vec<f64>>,
+    /// the first row of `h` in each group, ascending from 0; group g is
+    /// rows starts[g]..starts[g + 1] (the last runs to N)
+    pub starts: Vec<usize>,
+    /// For every row of `w`, ln of the number of times a draw of K is
+    /// expected to hold it, ln(K·Q(row)) (the logQ correction), subtracted
+    /// from that row's logit where it is a negative; the target's logit is
+    /// not corrected (it is given, not drawn). Then Σ over the negatives of
+    /// exp(logit − ln(K·Q)) is an unbiased estimate of the sum over every
+    /// non-target item, and the loss estimates the full softmax's (Bengio &
+    /// Senécal, IEEE TNN 2008; Jean et al., ACL 2015). None: no correction
+    /// (each drawn row counts once, as if K·Q = 1).
+    pub correction: Option<Vec<f64>>,
+}
+
+impl Negatives {
+    /// K negatives shared by every row.
+    pub fn shared(rows: Vec<u32>, correction: Option<Vec<f64>>) -> Self {
+        Self { rows, starts: vec![0], correction }
+    }
+
+    /// Negatives per group.
+    pub fn k(&self) -> usize {
+        self.rows.len() / self.starts.len().max(1)
+    }
 }
 
 /// Mean sampled-softmax cross-entropy of the logits `h`·`w`ᵀ (h: N × D,
 /// w: M × D): row i's candidates are its target `targets[i]` and the K
-/// shared `negatives.rows`, each logit minus ln Q of its row when
-/// `negatives.log_q` is given; a negative equal to row i's target is left
-/// out of row i (the positive is never its own negative). Never stores the
-/// N × K logits; gradients flow to `h` and to the rows of `w` that were
-/// used (the others get zero). With every row of `w` as the negatives and
-/// no correction it is [`linear_cross_entropy`].
+/// negatives of its group, each negative's logit minus its row's
+/// `negatives.correction` when given; a negative equal to row i's target is
+/// left out of row i (the positive is never its own negative). Never
+/// stores the N × K logits; gradients flow to `h` and to the rows of `w`
+/// that were used (the others get zero). With every row of `w` as the
+/// negatives of one group and no correction it is [`linear_cross_entropy`].
+/// Errors: widths that differ, targets or negatives beyond M, no
+/// negatives, group starts that are not ascending from 0 within N, rows
+/// not a multiple of the groups, a correction not M finite values.
 pub fn sampled_cross_entropy(h: &Tensor, w: &Tensor, targets: &[u32], negatives: &Negatives) -> Result<Tensor> {
     let (n, d) = h.dims2()?;
     let (m, dw) = w.dims2()?;
@@ -219,7 +246,15 @@ pub fn sampled_cross_entropy(h: &Tensor, w: &Tensor, targets: &[u32], negatives:
     if negatives.rows.is_empty() || negatives.rows.iter().any(|&k| k as usize >= m) {
         candle_core::bail!("negatives must be at least one row index below {m}");
     }
-    if let Some(q) = &negatives.log_q {
+    let starts = &negatives.starts;
+    if starts.first() != Some(&0)
+        || starts.windows(2).any(|p| p[0] > p[1])
+        || starts.last().is_some_and(|&s| s > n)
+        || !negatives.rows.len().is_multiple_of(starts.len())
+    {
+        candle_core::bail!("negative groups must start at 0, ascend within {n} rows and share the rows evenly");
+    }
+    if let Some(q) = &negatives.correction {
         if q.len() != m || q.iter().any(|v| !v.is_finite()) {
             candle_core::bail!("the logQ correction must be {m} finite values");
         }
@@ -246,72 +281,128 @@ struct SampledCrossEntropyGrad {
     scale: f64,
 }
 
-/// What the sampled loss's forward and backward share: the negatives' rows
-/// of w gathered (K × D), their corrections, and the targets' corrections.
+/// A run of at most LOGIT_ROWS × BLOCKS_PER_GROUP rows of `h` inside one
+/// group: the unit of parallel work of the sampled loss.
+#[derive(Clone, Copy)]
+struct Span {
+    group: usize,
+    first: usize,
+    end: usize,
+}
+
+/// The spans of `negatives`' groups over n rows, in row order.
+fn spans(negatives: &Negatives, n: usize) -> Vec<Span> {
+    let starts = &negatives.starts;
+    let mut out = Vec::new();
+    for (group, &first) in starts.iter().enumerate() {
+        let end = starts.get(group + 1).copied().unwrap_or(n);
+        let mut at = first;
+        while at < end {
+            let stop = end.min(at + LOGIT_ROWS * BLOCKS_PER_GROUP);
+            out.push(Span { group, first: at, end: stop });
+            at = stop;
+        }
+    }
+    out
+}
+
+/// What a group's rows share: its negatives' rows of w gathered (K × D)
+/// and their corrections.
 struct SampledRows<'a, T> {
     neg: Vec<T>,
     neg_rows: &'a [u32],
     neg_shift: Vec<T>,
-    log_q: Option<&'a [f64]>,
-    k: usize,
 }
 
 impl<'a, T: Real> SampledRows<'a, T> {
-    fn new(w: &[T], d: usize, negatives: &'a Negatives) -> Self {
-        let rows = &negatives.rows;
-        let mut neg = Vec::with_capacity(rows.len() * d);
+    fn new(w: &[T], d: usize, negatives: &'a Negatives, group: usize) -> Self {
+        let k = negatives.k();
+        let rows = &negatives.rows[group * k..(group + 1) * k];
+        let mut neg = Vec::with_capacity(k * d);
         for &r in rows {
             neg.extend_from_slice(&w[r as usize * d..(r as usize + 1) * d]);
         }
-        let log_q = negatives.log_q.as_deref();
+        let correction = negatives.correction.as_deref();
         let neg_shift =
-            rows.iter().map(|&r| T::from(log_q.map_or(0.0, |q| q[r as usize])).unwrap_or_else(T::zero)).collect();
-        Self { neg, neg_rows: rows, neg_shift, log_q, k: rows.len() }
+            rows.iter().map(|&r| T::from(correction.map_or(0.0, |q| q[r as usize])).unwrap_or_else(T::zero)).collect();
+        Self { neg, neg_rows: rows, neg_shift }
     }
 
     /// Row i's logits against the negatives (corrected, its target masked
-    /// to −∞) in `row`, and its target's corrected logit.
+    /// to −∞) in `row`, and its target's logit.
     #[inline(always)]
     fn finish_row(&self, row: &mut [T], h_i: &[T], w: &[T], d: usize, target: u32) -> T {
         for ((v, &r), &c) in row.iter_mut().zip(self.neg_rows).zip(&self.neg_shift) {
             *v = if r == target { T::neg_infinity() } else { *v - c };
         }
         let t = target as usize;
-        let shift = T::from(self.log_q.map_or(0.0, |q| q[t])).unwrap_or_else(T::zero);
-        dot_lanes(h_i, &w[t * d..(t + 1) * d]) - shift
+        dot_lanes(h_i, &w[t * d..(t + 1) * d])
     }
+}
+
+/// Splits `data` (rows of `width` values) into the spans' disjoint pieces.
+fn span_slices<'s, V>(mut data: &'s mut [V], spans: &[Span], width: usize) -> Vec<&'s mut [V]> {
+    let mut out = Vec::with_capacity(spans.len());
+    let mut at = 0;
+    for s in spans {
+        let (_, rest) = std::mem::take(&mut data).split_at_mut((s.first - at) * width);
+        let (piece, rest) = rest.split_at_mut((s.end - s.first) * width);
+        out.push(piece);
+        data = rest;
+        at = s.end;
+    }
+    out
 }
 
 /// (mean loss, each row's logsumexp)
 fn sampled_ce_forward<T: Real>(h: &[T], w: &[T], t: &[u32], negatives: &Negatives, d: usize) -> (f64, Vec<f64>) {
     let n = t.len();
-    let s = SampledRows::new(w, d, negatives);
-    let k = s.k;
+    let k = negatives.k();
+    let spans = spans(negatives, n);
     let mut lse = vec![0.0f64; n];
     let mut loss = vec![0.0f64; n];
-    lse.par_chunks_mut(LOGIT_ROWS).zip(loss.par_chunks_mut(LOGIT_ROWS)).enumerate().for_each_init(
+    let work: Vec<_> =
+        spans.iter().zip(span_slices(&mut lse, &spans, 1)).zip(span_slices(&mut loss, &spans, 1)).collect();
+    work.into_par_iter().for_each_init(
         || vec![T::zero(); LOGIT_ROWS * k],
-        |logits, (block, (lse, loss))| {
-            let first = block * LOGIT_ROWS;
-            let rows = lse.len();
-            let h_rows = &h[first * d..(first + rows) * d];
-            logits_block(logits, h_rows, &s.neg, k, d);
-            dispatch(
-                #[inline(always)]
-                || {
-                    for (i, row) in logits[..rows * k].chunks_mut(k).enumerate() {
-                        let p = s.finish_row(row, &h_rows[i * d..(i + 1) * d], w, d, t[first + i]);
-                        let max = num_traits::Float::max(max_lanes(row), p);
-                        let l = max + (sum_exp_lanes(row, max) + (p - max).fast_exp()).ln();
-                        lse[i] = l.to_f64();
-                        loss[i] = (l - p).to_f64();
-                    }
-                },
-            );
+        |logits, ((span, lse), loss)| {
+            let s = SampledRows::new(w, d, negatives, span.group);
+            for (b, (lse, loss)) in lse.chunks_mut(LOGIT_ROWS).zip(loss.chunks_mut(LOGIT_ROWS)).enumerate() {
+                let first = span.first + b * LOGIT_ROWS;
+                let rows = lse.len();
+                let h_rows = &h[first * d..(first + rows) * d];
+                logits_block(logits, h_rows, &s.neg, k, d);
+                dispatch(
+                    #[inline(always)]
+                    || {
+                        for (i, row) in logits[..rows * k].chunks_mut(k).enumerate() {
+                            let p = s.finish_row(row, &h_rows[i * d..(i + 1) * d], w, d, t[first + i]);
+                            let max = num_traits::Float::max(max_lanes(row), p);
+                            let l = max + (sum_exp_lanes(row, max) + (p - max).fast_exp()).ln();
+                            lse[i] = l.to_f64();
+                            loss[i] = (l - p).to_f64();
+                        }
+                    },
+                );
+            }
         },
     );
     (loss.iter().sum::<f64>() / n.max(1) as f64, lse)
 }
+
+/// Partial ∂w sums (K × D each) alive at once in backward: spans are done
+/// this many at a time (a bound on memory, fixed so that ∂w does not
+/// depend on the thread count).
+fn spans_per_window(k: usize, d: usize) -> usize {
+    (WINDOW_VALUES / (k * d).max(1)).max(1)
+}
+
+/// Partial ∂w values alive at once in backward (64 MB of f32); tests use a
+/// small window so that several windows run.
+#[cfg(not(test))]
+const WINDOW_VALUES: usize = 1 << 24;
+#[cfg(test)]
+const WINDOW_VALUES: usize = 64;
 
 /// ∂h and ∂w of `scale` × the mean sampled loss, stacked: (N + M) × D
 fn sampled_ce_backward<T: Real>(
@@ -324,56 +415,61 @@ fn sampled_ce_backward<T: Real>(
     d: usize,
 ) -> Vec<T> {
     let (n, m) = (t.len(), w.len() / d.max(1));
-    let s = SampledRows::new(w, d, negatives);
-    let k = s.k;
+    let k = negatives.k();
     let weight = T::from(scale / n.max(1) as f64).unwrap_or_else(T::zero);
     let mut out = vec![T::zero(); (n + m) * d];
     let (dh, dw) = out.split_at_mut(n * d);
     // each row's gradient on its target's logit, (softmax − 1) · weight
     let mut target_coef = vec![T::zero(); n];
-    let group_rows = LOGIT_ROWS * BLOCKS_PER_GROUP;
-    let partial: Vec<Vec<T>> = dh
-        .par_chunks_mut(group_rows * d)
-        .zip(target_coef.par_chunks_mut(group_rows))
-        .enumerate()
-        .map(|(group, (dh, coef))| {
-            let mut dneg = vec![T::zero(); k * d];
-            let mut g = vec![T::zero(); LOGIT_ROWS * k];
-            for (b, (dh, coef)) in dh.chunks_mut(LOGIT_ROWS * d).zip(coef.chunks_mut(LOGIT_ROWS)).enumerate() {
-                let first = group * group_rows + b * LOGIT_ROWS;
-                let rows = coef.len();
-                let h_rows = &h[first * d..(first + rows) * d];
-                logits_block(&mut g, h_rows, &s.neg, k, d);
-                dispatch(
-                    #[inline(always)]
-                    || {
-                        for (i, row) in g[..rows * k].chunks_mut(k).enumerate() {
-                            let p = s.finish_row(row, &h_rows[i * d..(i + 1) * d], w, d, t[first + i]);
-                            let lse = T::from(row_lse[first + i]).unwrap_or_else(T::zero);
-                            exp_in_place_lanes(row, T::one(), lse);
-                            row.iter_mut().for_each(|v| *v *= weight);
-                            coef[i] = ((p - lse).fast_exp() - T::one()) * weight;
+    let spans = spans(negatives, n);
+    let mut work: Vec<_> =
+        spans.iter().zip(span_slices(dh, &spans, d)).zip(span_slices(&mut target_coef, &spans, 1)).collect();
+    let window = spans_per_window(k, d);
+    while !work.is_empty() {
+        let rest = work.split_off(window.min(work.len()));
+        let partial: Vec<(usize, Vec<T>)> = work
+            .into_par_iter()
+            .map(|((span, dh), coef)| {
+                let s = SampledRows::new(w, d, negatives, span.group);
+                let mut dneg = vec![T::zero(); k * d];
+                let mut g = vec![T::zero(); LOGIT_ROWS * k];
+                for (b, (dh, coef)) in dh.chunks_mut(LOGIT_ROWS * d).zip(coef.chunks_mut(LOGIT_ROWS)).enumerate() {
+                    let first = span.first + b * LOGIT_ROWS;
+                    let rows = coef.len();
+                    let h_rows = &h[first * d..(first + rows) * d];
+                    logits_block(&mut g, h_rows, &s.neg, k, d);
+                    dispatch(
+                        #[inline(always)]
+                        || {
+                            for (i, row) in g[..rows * k].chunks_mut(k).enumerate() {
+                                let p = s.finish_row(row, &h_rows[i * d..(i + 1) * d], w, d, t[first + i]);
+                                let lse = T::from(row_lse[first + i]).unwrap_or_else(T::zero);
+                                exp_in_place_lanes(row, T::one(), lse);
+                                row.iter_mut().for_each(|v| *v *= weight);
+                                coef[i] = ((p - lse).fast_exp() - T::one()) * weight;
+                            }
+                        },
+                    );
+                    let g = &g[..rows * k];
+                    gemm(dh, d, rows, d, k, Mat::rows(g, k), Mat::rows(&s.neg, d), false);
+                    gemm(&mut dneg, d, k, d, rows, Mat::transposed(g, k), Mat::rows(h_rows, d), true);
+                    for (i, dh_i) in dh.chunks_mut(d).enumerate() {
+                        let target = t[first + i] as usize;
+                        for (a, &b) in dh_i.iter_mut().zip(&w[target * d..(target + 1) * d]) {
+                            *a += coef[i] * b;
                         }
-                    },
-                );
-                let g = &g[..rows * k];
-                gemm(dh, d, rows, d, k, Mat::rows(g, k), Mat::rows(&s.neg, d), false);
-                gemm(&mut dneg, d, k, d, rows, Mat::transposed(g, k), Mat::rows(h_rows, d), true);
-                for (i, dh_i) in dh.chunks_mut(d).enumerate() {
-                    let target = t[first + i] as usize;
-                    for (a, &b) in dh_i.iter_mut().zip(&w[target * d..(target + 1) * d]) {
-                        *a += coef[i] * b;
                     }
                 }
+                (span.group, dneg)
+            })
+            .collect();
+        // scatter onto the rows of w, in order (a row drawn twice gets both)
+        for (group, dneg) in partial {
+            for (&r, g) in negatives.rows[group * k..(group + 1) * k].iter().zip(dneg.chunks(d)) {
+                dw[r as usize * d..(r as usize + 1) * d].iter_mut().zip(g).for_each(|(a, &b)| *a += b);
             }
-            dneg
-        })
-        .collect();
-    let mut dneg = vec![T::zero(); k * d];
-    add_in_order(&mut dneg, partial);
-    // scatter onto the rows of w, in order (a row drawn twice gets both)
-    for (&r, g) in s.neg_rows.iter().zip(dneg.chunks(d)) {
-        dw[r as usize * d..(r as usize + 1) * d].iter_mut().zip(g).for_each(|(a, &b)| *a += b);
+        }
+        work = rest;
     }
     for ((&target, &c), h_i) in t.iter().zip(&target_coef).zip(h.chunks(d)) {
         dw[target as usize * d..(target as usize + 1) * d].iter_mut().zip(h_i).for_each(|(a, &b)| *a += c * b);
@@ -521,7 +617,7 @@ mod tests {
         let (n, m, d) = (LOGIT_ROWS * BLOCKS_PER_GROUP + 45, 37, 5);
         let (hv, wv) = tensors(n, m, d);
         let targets: Vec<u32> = (0..n).map(|i| (i * 7 % m) as u32).collect();
-        let all = Negatives { rows: (0..m as u32).collect(), log_q: None };
+        let all = Negatives::shared((0..m as u32).collect(), None);
         for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 2e-5)] {
             let (h, w) = (var(&hv, (n, d), dtype), var(&wv, (m, d), dtype));
             let sampled = (sampled_cross_entropy(h.as_tensor(), w.as_tensor(), &targets, &all).unwrap() * 3.0).unwrap();
@@ -537,17 +633,18 @@ mod tests {
         }
     }
 
-    /// The sampled loss from candle's composite ops: the negatives' logits
-    /// minus their correction, −1e30 where a negative is the row's target.
+    /// The sampled loss from candle's composite ops: the target's logit as
+    /// is, the negatives' logits minus their correction, −1e30 where a
+    /// negative is the row's target.
     fn composite_sampled(h: &Tensor, w: &Tensor, targets: &[u32], negatives: &Negatives) -> Tensor {
         let dev = Device::Cpu;
         let (n, m, k) = (targets.len(), w.dim(0).unwrap(), negatives.rows.len());
-        let q = negatives.log_q.clone().unwrap_or_else(|| vec![0.0; m]);
+        let q = negatives.correction.clone().unwrap_or_else(|| vec![0.0; m]);
         let neg = w.index_select(&Tensor::from_vec(negatives.rows.clone(), k, &dev).unwrap(), 0).unwrap();
         let tw = w.index_select(&Tensor::from_vec(targets.to_vec(), n, &dev).unwrap(), 0).unwrap();
         let mut shift = Vec::with_capacity(n * (k + 1));
         for &t in targets {
-            shift.push(q[t as usize]);
+            shift.push(0.0);
             shift.extend(negatives.rows.iter().map(|&r| if r == t { 1e30 } else { q[r as usize] }));
         }
         let shift = Tensor::from_vec(shift, (n, k + 1), &dev).unwrap();
@@ -565,9 +662,9 @@ mod tests {
         let targets: Vec<u32> = (0..n).map(|i| (i * 5 % m) as u32).collect();
         // duplicates, and negatives that are some rows' targets
         let rows = vec![3, 0, 5, 3, 22, 10, 7];
-        let log_q: Vec<f64> = (0..m).map(|j| -((j % 5) as f64) - 1.5).collect();
-        for log_q in [None, Some(log_q)] {
-            let negatives = Negatives { rows: rows.clone(), log_q };
+        let correction: Vec<f64> = (0..m).map(|j| -((j % 5) as f64) - 1.5).collect();
+        for correction in [None, Some(correction)] {
+            let negatives = Negatives::shared(rows.clone(), correction);
             let (h, w) = (var(&hv, (n, d), DType::F64), var(&wv, (m, d), DType::F64));
             let ours =
                 (sampled_cross_entropy(h.as_tensor(), w.as_tensor(), &targets, &negatives).unwrap() * 2.0).unwrap();
@@ -590,22 +687,76 @@ mod tests {
     }
 
     #[test]
-    fn a_uniform_correction_changes_nothing_and_bad_input_is_an_error() {
-        let (n, m, d) = (10, 8, 3);
+    fn grouped_negatives_are_each_groups_loss_weighted_by_its_rows() {
+        // groups of unequal size (one empty, one over a span), each with its own draws
+        let (m, d, k) = (29, 4, 5);
+        let sizes = [70usize, 0, LOGIT_ROWS * BLOCKS_PER_GROUP + 3, 9];
+        let n: usize = sizes.iter().sum();
+        let (hv, wv) = tensors(n, m, d);
+        let targets: Vec<u32> = (0..n).map(|i| (i * 11 % m) as u32).collect();
+        let rows: Vec<u32> = (0..sizes.len() * k).map(|i| (i * 7 % m) as u32).collect();
+        let correction: Vec<f64> = (0..m).map(|j| (j % 3) as f64 * 0.4 - 0.7).collect();
+        let starts: Vec<usize> = sizes.iter().scan(0, |at, &s| Some(std::mem::replace(at, *at + s))).collect();
+        let grouped = Negatives { rows: rows.clone(), starts: starts.clone(), correction: Some(correction.clone()) };
+        let (h, w) = (var(&hv, (n, d), DType::F64), var(&wv, (m, d), DType::F64));
+        let ours = sampled_cross_entropy(h.as_tensor(), w.as_tensor(), &targets, &grouped).unwrap();
+        let mut parts = Vec::new();
+        for (g, (&first, &size)) in starts.iter().zip(&sizes).enumerate().filter(|(_, (_, &s))| s > 0) {
+            let shared = Negatives::shared(rows[g * k..(g + 1) * k].to_vec(), Some(correction.clone()));
+            let hg = h.as_tensor().narrow(0, first, size).unwrap();
+            let part = sampled_cross_entropy(&hg, w.as_tensor(), &targets[first..first + size], &shared).unwrap();
+            parts.push((part * (size as f64 / n as f64)).unwrap());
+        }
+        let theirs = parts.into_iter().reduce(|a, b| (a + b).unwrap()).unwrap();
+        let (a, b) = (flat(&ours)[0], flat(&theirs)[0]);
+        assert!((a - b).abs() < 1e-12 * b, "loss {a} vs {b}");
+        let (ga, gb) = (ours.backward().unwrap(), theirs.backward().unwrap());
+        for v in [&h, &w] {
+            for (p, q) in flat(ga.get(v).unwrap()).iter().zip(flat(gb.get(v).unwrap())) {
+                assert!((p - q).abs() < 1e-12 * (1.0 + q.abs()), "gradient {p} vs {q}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_correction_makes_repeated_draws_count_as_their_share_and_bad_input_is_an_error() {
+        // every row drawn r times (K = r·M, uniform: K·Q = r): with the
+        // correction ln r the estimate of the partition function is exact,
+        // so the loss and its gradients are the full softmax's; without it
+        // each negative counts r times and the loss is larger
+        let (n, m, d, r) = (10, 8, 3, 3);
         let (hv, wv) = tensors(n, m, d);
         let (h, w) = (var(&hv, (n, d), DType::F64), var(&wv, (m, d), DType::F64));
-        let targets: Vec<u32> = (0..n as u32).map(|i| i % m as u32).collect();
-        let plain = Negatives { rows: vec![1, 4, 6], log_q: None };
-        let uniform = Negatives { log_q: Some(vec![-(m as f64).ln(); m]), ..plain.clone() };
-        let a = flat(&sampled_cross_entropy(h.as_tensor(), w.as_tensor(), &targets, &plain).unwrap())[0];
-        let b = flat(&sampled_cross_entropy(h.as_tensor(), w.as_tensor(), &targets, &uniform).unwrap())[0];
-        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 3) % m as u32).collect();
+        let rows: Vec<u32> = (0..r * m as u32).map(|i| i % m as u32).collect();
+        let corrected = Negatives::shared(rows.clone(), Some(vec![f64::from(r).ln(); m]));
+        let ours = sampled_cross_entropy(h.as_tensor(), w.as_tensor(), &targets, &corrected).unwrap();
+        let full = linear_cross_entropy(h.as_tensor(), w.as_tensor(), &targets).unwrap();
+        let (a, b) = (flat(&ours)[0], flat(&full)[0]);
+        assert!((a - b).abs() < 1e-12 * b, "loss {a} vs {b}");
+        let (ga, gb) = (ours.backward().unwrap(), full.backward().unwrap());
+        for v in [&h, &w] {
+            for (p, q) in flat(ga.get(v).unwrap()).iter().zip(flat(gb.get(v).unwrap())) {
+                assert!((p - q).abs() < 1e-12 * (1.0 + q.abs()), "gradient {p} vs {q}");
+            }
+        }
+        let plain = Negatives::shared(rows, None);
+        let uncorrected = flat(&sampled_cross_entropy(h.as_tensor(), w.as_tensor(), &targets, &plain).unwrap())[0];
+        assert!(uncorrected > b + 0.1, "{uncorrected} vs {b}");
+
+        let plain = Negatives::shared(vec![1, 4, 6], None);
         let bad = |t: &[u32], neg: Negatives| sampled_cross_entropy(h.as_tensor(), w.as_tensor(), t, &neg).is_err();
         assert!(bad(&targets[..3], plain.clone()), "too few targets");
         assert!(bad(&[8; 10], plain.clone()), "a target beyond the rows");
-        assert!(bad(&targets, Negatives { rows: vec![], log_q: None }), "no negatives");
-        assert!(bad(&targets, Negatives { rows: vec![8], log_q: None }), "a negative beyond the rows");
-        assert!(bad(&targets, Negatives { log_q: Some(vec![0.0; 3]), ..plain.clone() }), "short correction");
-        assert!(bad(&targets, Negatives { log_q: Some(vec![f64::NEG_INFINITY; m]), ..plain }), "infinite correction");
+        assert!(bad(&targets, Negatives::shared(vec![], None)), "no negatives");
+        assert!(bad(&targets, Negatives::shared(vec![8], None)), "a negative beyond the rows");
+        assert!(bad(&targets, Negatives { starts: vec![0, 4, 2], ..plain.clone() }), "groups out of order");
+        assert!(bad(&targets, Negatives { starts: vec![0, 11, 11], ..plain.clone() }), "a group beyond the rows");
+        assert!(bad(&targets, Negatives { starts: vec![0, 5], ..plain.clone() }), "3 rows for 2 groups");
+        assert!(bad(&targets, Negatives { correction: Some(vec![0.0; 3]), ..plain.clone() }), "short correction");
+        assert!(
+            bad(&targets, Negatives { correction: Some(vec![f64::NEG_INFINITY; m]), ..plain }),
+            "infinite correction"
+        );
     }
 }

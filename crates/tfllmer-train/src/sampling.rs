@@ -3,14 +3,18 @@
 //!
 //! Negatives are drawn with replacement, K per step and shared by every
 //! position of the batch, from our seeded generator (so a run is
-//! reproducible for a seed):
-//! - [`Sampler::Uniform`]: every item alike, Q(j) = 1/N (the logQ
-//!   correction is a constant and cancels);
+//! reproducible for a seed), from a proposal Q:
+//! - [`Sampler::Uniform`]: every item alike, Q(j) = 1/N;
 //! - [`Sampler::Popularity`]: Q(j) ∝ count(j) + 1, count = the item's
 //!   occurrences in the training sequences (+1 so that every item can be
-//!   drawn), with the logQ correction ln Q(j) subtracted from every logit
-//!   (Yi et al., RecSys 2019), so that the popular items the sampler favours
-//!   are not pushed down for being drawn often.
+//!   drawn).
+//!
+//! Either way each negative's logit is corrected by ln(K·Q(j)), the number
+//! of times a draw is expected to hold it (the logQ correction, Yi et al.,
+//! RecSys 2019, as importance sampling of the partition function: Bengio &
+//! Senécal 2008): K negatives then stand for all N items, and the popular
+//! items a popularity sampler favours are not pushed down for being drawn
+//! often.
 
 use crate::rng::SplitMix64;
 
@@ -83,11 +87,13 @@ impl NegativeSampler {
             .collect()
     }
 
-    /// ln Q(token) for the logQ correction; None for uniform sampling
-    /// (no correction needed).
+    /// ln Q(token), the chance that one draw is this token (for the logQ
+    /// correction); None for a token outside 1..=n_items.
     pub fn log_q(&self, token: u32) -> Option<f64> {
-        let cumulative = self.cumulative.as_ref()?;
-        let i = (token as usize).checked_sub(1)?;
+        let i = (token as usize).checked_sub(1).filter(|&i| i < self.n_items)?;
+        let Some(cumulative) = self.cumulative.as_ref() else {
+            return Some(-(self.n_items as f64).ln());
+        };
         let below = if i == 0 { 0.0 } else { *cumulative.get(i - 1)? };
         let total = *cumulative.last()?;
         Some(((*cumulative.get(i)? - below) / total).ln())
@@ -151,7 +157,8 @@ mod tests {
         draws.iter().for_each(|&t| counts[t as usize] += 1);
         assert_eq!(counts[0], 0, "padding is never drawn");
         assert!(counts[1..].iter().all(|&c| (9_400..10_600).contains(&c)), "{counts:?}");
-        assert_eq!(s.log_q(3), None);
+        assert!((s.log_q(3).unwrap() - f64::ln(0.1)).abs() < 1e-12);
+        assert_eq!((s.log_q(0), s.log_q(11)), (None, None), "padding and beyond are never drawn");
     }
 
     #[test]

@@ -193,13 +193,20 @@ pub fn train(
             let (rows, seq, targets, negatives) = match &sampler {
                 None => (&all_rows[..], seq, targets, None),
                 Some((draws, k)) => {
-                    let drawn = draws.draw(*k, rng);
+                    // K negatives per sequence, shared by its positions (the
+                    // loss sees the non-padding positions, sequence after sequence)
+                    let drawn = draws.draw(k * chunk.len(), rng);
+                    let mut starts = Vec::with_capacity(chunk.len());
+                    let mut at = 0;
+                    for row in targets.chunks(len) {
+                        starts.push(at);
+                        at += row.iter().filter(|&&t| t > 0).count();
+                    }
                     subset.collect([&seq[..], &targets[..], &drawn[..]]);
-                    let log_q = draws.log_q(1).is_some().then(|| {
-                        // row 0 (padding) is never a candidate: any finite value
-                        subset.rows().iter().map(|&r| draws.log_q(r).unwrap_or(0.0)).collect()
-                    });
-                    let negatives = Negatives { rows: subset.local(&drawn), log_q };
+                    // ln(K·Q) of each row (row 0, padding, is never a candidate: any finite value)
+                    let ln_k = (*k as f64).ln();
+                    let correction = subset.rows().iter().map(|&r| ln_k + draws.log_q(r).unwrap_or(0.0)).collect();
+                    let negatives = Negatives { rows: subset.local(&drawn), starts, correction: Some(correction) };
                     (subset.rows(), subset.local(&seq), subset.local(&targets), Some(negatives))
                 }
             };
