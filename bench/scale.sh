@@ -16,8 +16,11 @@
 #   DATA_ROOT  where generated sets live (default /tmp/tfllmer-scale); a set
 #              is generated there once (DIM=768 by default) and reused
 # env: DIM (input width, default 768), LOSS (full | sampled_softmax),
-#      NEGATIVES (default 1024), SAMPLER (uniform | popularity), METHOD,
-#      EPOCHS (default 1), SKIP_TRAIN=1
+#      NEGATIVES (default 256), SAMPLER (uniform | popularity), METHOD,
+#      EPOCHS (default 1), SKIP_TRAIN=1, SAMPLE_SECONDS=S (time S seconds of
+#      batches from the job's progress, then cancel it and print the epoch
+#      time that rate gives: for a loss too slow to finish an epoch, e.g.
+#      the full softmax at size M)
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 cd "$TFLLMER_ROOT"
@@ -87,10 +90,24 @@ step "rec_pca to 64 (lambda 0.5, method ${METHOD:-auto})" \
 
 loss="${LOSS:-sampled_softmax}"
 extra=""
-[ "$loss" = sampled_softmax ] && extra=", \"negatives\": ${NEGATIVES:-1024}, \"sampler\": \"${SAMPLER:-uniform}\""
+[ "$loss" = sampled_softmax ] && extra=", \"negatives\": ${NEGATIVES:-256}, \"sampler\": \"${SAMPLER:-uniform}\""
 options="{\"epochs\": ${EPOCHS:-1}, \"max_len\": 50, \"threads\": 2, \"loss\": \"$loss\"$extra}"
 echo "### train: $options"
 job=$(psql_q -A -t -c "SELECT tfllmer.train('m', 'interactions', init => 'e', options => '$options')")
+if [ -n "${SAMPLE_SECONDS:-}" ]; then
+    progress() { psql_q -A -t -c "SELECT extract(epoch FROM clock_timestamp()) || ' ' || coalesce(progress, 0) FROM tfllmer.jobs WHERE job_id = $job"; }
+    until [ "$(progress | awk '{print ($2 > 0)}')" = 1 ]; do sleep 2; done
+    read -r t1 p1 <<< "$(progress)"
+    sleep "$SAMPLE_SECONDS"
+    read -r t2 p2 <<< "$(progress)"
+    psql_q -A -t -c "SELECT tfllmer.cancel_job($job)" >/dev/null
+    psql_q -A -t -c "SELECT tfllmer.wait_job($job)" >/dev/null || true
+    awk -v t1="$t1" -v p1="$p1" -v t2="$t2" -v p2="$p2" -v e="${EPOCHS:-1}" 'BEGIN {
+        printf "sampled %.0f s of batches: %.4f of an epoch; one epoch at that rate: %.0f s (%.1f h)\n",
+               t2 - t1, (p2 - p1) * e, (t2 - t1) / ((p2 - p1) * e), (t2 - t1) / ((p2 - p1) * e) / 3600 }'
+    echo "peak training worker memory (VmHWM, sampled each second): $(peak_of "/tfllmer training job $job\$/ || /tfllmer training job $job /") MiB"
+    exit 0
+fi
 psql_q -A -t -c "SELECT tfllmer.wait_job($job)"
 psql_q -c "SELECT state, error, detail FROM tfllmer.jobs WHERE job_id = $job" \
        -c "SELECT epoch, round(train_loss::numeric, 4) AS train_loss, round(valid_ndcg10::numeric, 4) AS valid_ndcg10, round(epoch_ms / 1000) AS epoch_s FROM tfllmer.job_log($job)" \

@@ -191,17 +191,23 @@ fn run_rec_pca(
     let loud = n_items.saturating_mul(input_dim) >= LARGE_INPUT;
     let krylov = Krylov::default();
     let passes = krylov.passes(dim as usize, input_dim);
-    let mut last_phase = "";
+    // a message when the phase changes, and within a long phase (the
+    // randomized method's blocks of products) at every 5% of the whole
+    let mut last = ("", 0.0f64);
     let mut progress = |phase: &'static str, done: f64| {
         check_for_interrupts!();
-        if phase != last_phase {
+        if phase != last.0 || done - last.1 >= 0.05 {
             let elapsed = started.elapsed().as_secs_f64();
             if loud {
-                notice!("rec_pca \"{embedding_name}\" ({}): {phase} ({elapsed:.1} s)", method.as_str());
+                notice!(
+                    "rec_pca \"{embedding_name}\" ({}): {phase} ({elapsed:.1} s, {:.0}%)",
+                    method.as_str(),
+                    done * 100.0
+                );
             } else {
                 debug1!("rec_pca \"{embedding_name}\": {phase} ({elapsed:.3} s, {:.0}%)", done * 100.0);
             }
-            last_phase = phase;
+            last = (phase, done);
         }
     };
     let (ids, out): (Vec<i64>, RecPcaOutput) = match method {

@@ -221,7 +221,7 @@ impl TrainingPlan {
         let mut out = vec![match self.train.loss {
             Loss::Full => format!("loss: full softmax over {n_items} items{}", by_size(self.loss_given)),
             Loss::SampledSoftmax { negatives, sampler } => format!(
-                "loss: sampled softmax, {negatives} {} negatives a step{}",
+                "loss: sampled softmax, {negatives} {} negatives per sequence{}",
                 sampler.as_str(),
                 by_size(self.loss_given)
             ),

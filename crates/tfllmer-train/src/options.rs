@@ -55,8 +55,8 @@ impl LossKind {
     }
 }
 
-/// The most negatives a step may draw: the sampled loss keeps a K × dim
-/// partial gradient per 1,024 positions (4 MB at dim 64).
+/// The most negatives per sequence: a step draws batch_size × K items and
+/// gathers their rows (K × dim per sequence, 4 MB at dim 64).
 pub const MAX_NEGATIVES: usize = 16_384;
 
 /// The keys users may pass, for messages.
@@ -98,7 +98,9 @@ pub mod defaults {
     /// catalogues up to this many items train with the full softmax by
     /// default, larger ones with the sampled softmax
     pub const FULL_SOFTMAX_MAX_ITEMS: usize = 20_000;
-    pub const NEGATIVES: usize = 1024;
+    /// per sequence: a step draws batch_size × this many (at 1M items, 256
+    /// trains an epoch in half the time of 1,024: BENCHMARKS.md)
+    pub const NEGATIVES: usize = 256;
     pub const SAMPLER: super::Sampler = super::Sampler::Uniform;
     /// validation ranks at most about this many (user, item) scores an
     /// epoch by default: all users while users × items stays under it, else
@@ -333,7 +335,7 @@ mod tests {
         assert_eq!((o.epochs, o.batch_size, o.max_len, o.dim, o.layers, o.heads), (200, 128, 50, 64, 2, 1));
         assert_eq!((o.learning_rate, o.dropout, o.patience, o.seed, o.threads), (1e-3, 0.2, 10, 7, 2));
         assert_eq!((o.temperature, o.max_train_seconds), (None, None));
-        assert_eq!((o.loss, o.negatives, o.sampler, o.eval_users), (None, 1024, Sampler::Uniform, None));
+        assert_eq!((o.loss, o.negatives, o.sampler, o.eval_users), (None, 256, Sampler::Uniform, None));
         assert_eq!(TrainingOptions::parse(&Value::Null, Backbone::SasRec, None, 3).unwrap().threads, 3);
         let gru = TrainingOptions::parse(&json!({}), Backbone::Gru4Rec, Some(32), 2).unwrap();
         assert_eq!((gru.layers, gru.dim), (1, 32));

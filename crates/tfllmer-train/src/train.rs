@@ -30,8 +30,9 @@ pub enum Loss {
     /// softmax cross-entropy over every item: 6·P·N·d flops an epoch
     /// (P positions, N items)
     Full,
-    /// the target against `negatives` items drawn per step and shared by
-    /// the batch ([`crate::loss::sampled_cross_entropy`]): 6·P·K·d
+    /// the target against `negatives` items drawn for each sequence of the
+    /// batch and shared by its positions, with the logQ correction
+    /// ([`crate::loss::sampled_cross_entropy`]): 6·P·K·d flops an epoch
     SampledSoftmax { negatives: usize, sampler: Sampler },
 }
 

@@ -118,8 +118,8 @@ SELECT left(tfllmer.loss_plot(ARRAY[:job, :job2]), 4) AS svg,
        strpos(tfllmer.loss_plot(ARRAY[:job], metric => 'valid_ndcg10'), 'validation NDCG@10') > 0 AS ndcg_axis;
 
 -- Big catalogues: the sampled softmax ranks each target against a few
--- negatives shared by the batch (option "negatives", drawn "uniform"ly or by
--- "popularity" with the logQ correction) instead of every item; "loss"
+-- negatives drawn for its sequence (option "negatives", drawn "uniform"ly or
+-- by "popularity", with the logQ correction) instead of every item; "loss"
 -- left out picks it by catalogue size (full up to 20,000 items). Validation
 -- and test can rank a seeded sample of users ("eval_users"; by default all
 -- users until users x items passes 10^10). What was chosen is in the job's
