@@ -15,7 +15,10 @@
 #   SIZE       S, M or L
 #   DATA_ROOT  where generated sets live (default /tmp/tfllmer-scale); a set
 #              is generated there once (DIM=768 by default) and reused
-# env: DIM (input width, default 768), LOSS (full | sampled_softmax),
+# env: DIM (input width, default 768); USERS, ITEMS, INTERACTIONS (override
+#      the size's counts: e.g. SIZE M with ITEMS=200000 DIM=4096 for Rec-PCA
+#      at the widest common LLM width; such a set gets its own folder);
+#      LOSS (full | sampled_softmax),
 #      NEGATIVES (default 256), SAMPLER (uniform | popularity), METHOD,
 #      EPOCHS (default 1), SKIP_TRAIN=1, SAMPLE_SECONDS=S (time S seconds of
 #      batches from the job's progress, then cancel it and print the epoch
@@ -27,12 +30,21 @@ cd "$TFLLMER_ROOT"
 size="${1:?usage: bench/scale.sh S|M|L [DATA_ROOT]}"
 root="${2:-/tmp/tfllmer-scale}"
 dim="${DIM:-768}"
-data="$root/$size-$dim"
+counts=()
+suffix=""
+for var in USERS ITEMS INTERACTIONS; do
+    if [ -n "${!var:-}" ]; then
+        flag=${var,,}
+        counts+=("--$flag" "${!var}")
+        suffix="$suffix-$flag${!var}"
+    fi
+done
+data="$root/$size-$dim$suffix"
 python=$(reference_python)
 ensure_deps
 if [ ! -f "$data/stats.json" ]; then
-    log "generating size $size ($dim-d) in $data"
-    /usr/bin/time -f "generated in %e s, peak %M KiB" "$python" bench/scale_data.py "$data" --size "$size" --dim "$dim"
+    log "generating size $size ($dim-d${suffix:+, $suffix}) in $data"
+    /usr/bin/time -f "generated in %e s, peak %M KiB" "$python" bench/scale_data.py "$data" --size "$size" --dim "$dim" "${counts[@]}"
 fi
 install_extension release
 cluster=/tmp/tfllmer-bench-scale

@@ -192,22 +192,21 @@ fn run_rec_pca(
     let krylov = Krylov::default();
     let passes = krylov.passes(dim as usize, input_dim);
     // a message when the phase changes, and within a long phase (the
-    // randomized method's blocks of products) at every 5% of the whole
-    let mut last = ("", 0.0f64);
+    // randomized method's blocks of products, the exact method's sums) every
+    // 10 seconds, with how far the phase is
+    let mut last: (&str, Instant) = ("", Instant::now());
     let mut progress = |phase: &'static str, done: f64| {
         check_for_interrupts!();
-        if phase != last.0 || done - last.1 >= 0.05 {
+        let again = phase == last.0;
+        if !again || last.1.elapsed().as_secs_f64() >= 10.0 {
             let elapsed = started.elapsed().as_secs_f64();
+            let share = if again { format!(", {:.0}%", done * 100.0) } else { String::new() };
             if loud {
-                notice!(
-                    "rec_pca \"{embedding_name}\" ({}): {phase} ({elapsed:.1} s, {:.0}%)",
-                    method.as_str(),
-                    done * 100.0
-                );
+                notice!("rec_pca \"{embedding_name}\" ({}): {phase}{share} ({elapsed:.1} s)", method.as_str());
             } else {
                 debug1!("rec_pca \"{embedding_name}\": {phase} ({elapsed:.3} s, {:.0}%)", done * 100.0);
             }
-            last = (phase, done);
+            last = (phase, Instant::now());
         }
     };
     let (ids, out): (Vec<i64>, RecPcaOutput) = match method {
