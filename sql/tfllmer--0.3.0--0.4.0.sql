@@ -9,6 +9,9 @@
 -- * Graphs and embeddings larger than tfllmer.part_size (256 MB) are stored
 --   in pieces (tfllmer.object_parts): objects over PostgreSQL's 1 GB limit
 --   for one value work.
+-- * recommend, recommend_next and similar_items take candidates (only these
+--   items) and exclude (never these); user_vector, history_vector and
+--   item_vectors return the vectors they score with.
 \echo Use "ALTER EXTENSION tfllmer UPDATE TO '0.4.0'" to load this file. \quit
 
 -- Pieces of graphs and embeddings larger than tfllmer.part_size (PostgreSQL
@@ -107,3 +110,72 @@ CREATE FUNCTION tfllmer.rec_pca(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'rec_pca_with_method_wrapper';
+
+-- recommend, recommend_next and similar_items gain the business rules
+-- candidates and exclude (new C symbols read them; the old ones, which the
+-- earlier definitions name, still read the old arguments)
+DROP FUNCTION tfllmer.recommend(text, bigint, integer, boolean);
+CREATE FUNCTION tfllmer.recommend(
+	"model_name" TEXT,
+	"user_id" bigint,
+	"k" INT DEFAULT 10,
+	"exclude_seen" bool DEFAULT true,
+	"candidates" bigint[] DEFAULT NULL,
+	"exclude" bigint[] DEFAULT NULL
+) RETURNS TABLE (
+	"item_id" bigint,
+	"score" real
+)
+STABLE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'recommend_with_rules_wrapper';
+
+DROP FUNCTION tfllmer.recommend_next(text, bigint[], integer, boolean);
+CREATE FUNCTION tfllmer.recommend_next(
+	"model_name" TEXT,
+	"history" bigint[],
+	"k" INT DEFAULT 10,
+	"exclude_seen" bool DEFAULT true,
+	"candidates" bigint[] DEFAULT NULL,
+	"exclude" bigint[] DEFAULT NULL
+) RETURNS TABLE (
+	"item_id" bigint,
+	"score" real
+)
+STABLE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'recommend_next_with_rules_wrapper';
+
+DROP FUNCTION tfllmer.similar_items(text, bigint, integer);
+CREATE FUNCTION tfllmer.similar_items(
+	"model_name" TEXT,
+	"item_id" bigint,
+	"k" INT DEFAULT 10,
+	"candidates" bigint[] DEFAULT NULL,
+	"exclude" bigint[] DEFAULT NULL
+) RETURNS TABLE (
+	"item_id" bigint,
+	"score" real
+)
+STABLE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'similar_items_with_rules_wrapper';
+
+-- the vectors recommend() scores with, for SQL and pgvector
+CREATE FUNCTION tfllmer.user_vector("model_name" TEXT, "user_id" bigint) RETURNS real[]
+STABLE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'user_vector_wrapper';
+
+CREATE FUNCTION tfllmer.history_vector("model_name" TEXT, "history" bigint[]) RETURNS real[]
+STABLE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'history_vector_wrapper';
+
+CREATE FUNCTION tfllmer.item_vectors("model_name" TEXT) RETURNS TABLE (
+	"item_id" bigint,
+	"embedding" real[]
+)
+STABLE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'item_vectors_wrapper';

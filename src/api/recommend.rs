@@ -1,13 +1,21 @@
-//! Recommendations: `recommend`, `recommend_next`, `similar_items`, and
+//! Recommendations: `recommend`, `recommend_next`, `similar_items` (with
+//! the business rules `candidates` and `exclude`), the vectors they score
+//! with (`user_vector`, `history_vector`, `item_vectors`), and
 //! `cached_models` (what this backend keeps ready to score). Each call
 //! scores with the newest trained version of the model (see
 //! postgres/model_cache.rs); docs/sql-reference.md says what users get for
 //! empty histories, unknown items and large k.
+//!
+//! The recommend functions' C symbols are new in 0.4.0 (they read the two
+//! rule arguments); the symbols of earlier versions (`recommend_wrapper`,
+//! ...) stay, without SQL of their own, so that a database still on an
+//! older catalog keeps working with this library until ALTER EXTENSION
+//! UPDATE.
 
 use pgrx::prelude::*;
-use tfllmer_core::ranking::Ranker;
+use tfllmer_core::ranking::{best_of, Ranker};
 
-use crate::postgres::errors::{object_name, raise, required, Code};
+use crate::postgres::errors::{object_name, raise, raise_with_hint, required, Code};
 use crate::postgres::model_cache::{cached_models as cached, ready_model, ReadyModel};
 use crate::postgres::spi::first_value;
 use crate::postgres::user_history::user_tokens;
@@ -20,75 +28,226 @@ fn positive_k(k: Option<i32>) -> usize {
     k as usize
 }
 
-/// The best `k` items after the token history `tokens` (oldest first),
-/// leaving out `excluded`; empty for an empty history.
-fn next_items(model: &ReadyModel, tokens: &[u32], k: usize, excluded: &[u32]) -> Vec<(i64, f32)> {
-    let Some(scores) = model.scorer.score_next(tokens) else { return Vec::new() };
-    let top = Ranker::new(model.scorer.n_items()).top_k(&scores, k, excluded);
+/// Which items may be recommended: `candidates` (None: every item) minus
+/// `exclude`, as tokens of the model.
+struct Rules {
+    candidates: Option<Vec<u32>>,
+    exclude: Vec<u32>,
+}
+
+impl Rules {
+    /// Checks the two arrays: no NULLs, and only items the model knows
+    /// (an id the model was not trained on is an ERROR naming it).
+    fn new(model: &ReadyModel, candidates: Option<Vec<Option<i64>>>, exclude: Option<Vec<Option<i64>>>) -> Self {
+        let tokens = |ids: Vec<Option<i64>>, argument: &str| -> Vec<u32> {
+            let mut tokens = Vec::with_capacity(ids.len());
+            for id in ids {
+                let Some(id) = id else {
+                    raise(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{argument} must not contain NULL item ids"))
+                };
+                match model.token(id) {
+                    Some(t) => tokens.push(t),
+                    None => raise_with_hint(
+                        Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                        format!("{argument}: model \"{}\" has no item {id}", model.name),
+                        "Pass only items the model was trained on: tfllmer.item_vectors(model_name) lists them.",
+                    ),
+                }
+            }
+            tokens.sort_unstable();
+            tokens.dedup();
+            tokens
+        };
+        Self {
+            candidates: candidates.map(|ids| tokens(ids, "candidates")),
+            exclude: exclude.map(|ids| tokens(ids, "exclude")).unwrap_or_default(),
+        }
+    }
+
+    /// The eligible candidates (sorted), leaving out `also_excluded` too;
+    /// None when every item not excluded is a candidate.
+    fn eligible(&self, also_excluded: &[u32]) -> Option<Vec<u32>> {
+        let candidates = self.candidates.as_ref()?;
+        let mut out = candidates.clone();
+        out.retain(|t| self.exclude.binary_search(t).is_err() && !also_excluded.contains(t));
+        Some(out)
+    }
+
+    /// `exclude` and `also_excluded` together.
+    fn excluded(&self, also_excluded: &[u32]) -> Vec<u32> {
+        let mut out = self.exclude.clone();
+        out.extend_from_slice(also_excluded);
+        out
+    }
+}
+
+/// The best `k` items after the token history `tokens` (oldest first)
+/// under `rules`, leaving out `seen`; empty for an empty history. With
+/// candidates, only they are scored.
+fn next_items(model: &ReadyModel, tokens: &[u32], k: usize, seen: &[u32], rules: &Rules) -> Vec<(i64, f32)> {
+    let top = match rules.eligible(seen) {
+        Some(eligible) => {
+            let Some(query) = model.scorer.query_vector(tokens) else { return Vec::new() };
+            let scores = model.scorer.score_tokens(&query, &eligible);
+            best_of(eligible.into_iter().zip(scores).collect(), k)
+        }
+        None => {
+            let Some(scores) = model.scorer.score_next(tokens) else { return Vec::new() };
+            Ranker::new(model.scorer.n_items()).top_k(&scores, k, &rules.excluded(seen))
+        }
+    };
     top.into_iter().map(|(token, score)| (model.item_id(token), score)).collect()
 }
 
 /// The `k` items `user_id` is most likely to interact with next, best
 /// first, from their latest interactions in the model's table (read now, as
-/// the caller). No rows for a user without history.
-#[pg_extern(stable, parallel_restricted)]
-fn recommend(
+/// the caller); only among `candidates` (NULL: all items), never `exclude`.
+/// No rows for a user without history.
+#[pg_extern(name = "recommend", stable, parallel_restricted)]
+fn recommend_with_rules(
     model_name: Option<&str>,
     user_id: Option<i64>,
     k: default!(Option<i32>, 10),
     exclude_seen: default!(Option<bool>, true),
+    candidates: default!(Option<Vec<Option<i64>>>, "NULL"),
+    exclude: default!(Option<Vec<Option<i64>>>, "NULL"),
 ) -> TableIterator<'static, (name!(item_id, i64), name!(score, f32))> {
     let model_name = object_name(model_name, "model_name");
     let user_id = required(user_id, "user_id");
     let k = positive_k(k);
     let exclude_seen = required(exclude_seen, "exclude_seen");
     let model = ready_model(model_name);
+    let rules = Rules::new(&model, candidates, exclude);
     // the scorer reads the latest max_len tokens; all of them were seen
     let tokens = user_tokens(&model, user_id, exclude_seen);
     let seen: &[u32] = if exclude_seen { &tokens } else { &[] };
-    TableIterator::new(next_items(&model, &tokens, k, seen))
+    TableIterator::new(next_items(&model, &tokens, k, seen, &rules))
+}
+
+/// recommend as versions 0.1.0 to 0.3.0 declare it (4 arguments). No SQL
+/// of its own.
+#[pg_extern(sql = false)]
+fn recommend(
+    model_name: Option<&str>,
+    user_id: Option<i64>,
+    k: Option<i32>,
+    exclude_seen: Option<bool>,
+) -> TableIterator<'static, (name!(item_id, i64), name!(score, f32))> {
+    recommend_with_rules(model_name, user_id, k, exclude_seen, None, None)
+}
+
+/// The item tokens of `history` the model knows, oldest first; an ERROR
+/// for NULL ids.
+fn history_tokens(model: &ReadyModel, history: &[Option<i64>]) -> Vec<u32> {
+    if history.iter().any(Option::is_none) {
+        raise(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "history must not contain NULL item ids");
+    }
+    history.iter().flatten().filter_map(|&id| model.token(id)).collect()
 }
 
 /// The `k` items most likely to follow `history` (item ids, oldest first),
-/// best first. Items the model does not know are ignored.
-#[pg_extern(stable, parallel_restricted)]
-fn recommend_next(
+/// best first, under the same rules as `recommend`. Items the model does
+/// not know are ignored.
+#[pg_extern(name = "recommend_next", stable, parallel_restricted)]
+fn recommend_next_with_rules(
     model_name: Option<&str>,
     history: Option<Vec<Option<i64>>>,
     k: default!(Option<i32>, 10),
     exclude_seen: default!(Option<bool>, true),
+    candidates: default!(Option<Vec<Option<i64>>>, "NULL"),
+    exclude: default!(Option<Vec<Option<i64>>>, "NULL"),
 ) -> TableIterator<'static, (name!(item_id, i64), name!(score, f32))> {
     let model_name = object_name(model_name, "model_name");
     let history = required(history, "history");
     let k = positive_k(k);
     let exclude_seen = required(exclude_seen, "exclude_seen");
-    if history.iter().any(Option::is_none) {
-        raise(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "history must not contain NULL item ids");
-    }
     let model = ready_model(model_name);
+    let rules = Rules::new(&model, candidates, exclude);
     // the scorer reads the latest max_len tokens; all of them were seen
-    let tokens: Vec<u32> = history.iter().flatten().filter_map(|&id| model.token(id)).collect();
+    let tokens = history_tokens(&model, &history);
     let seen: &[u32] = if exclude_seen { &tokens } else { &[] };
-    TableIterator::new(next_items(&model, &tokens, k, seen))
+    TableIterator::new(next_items(&model, &tokens, k, seen, &rules))
+}
+
+/// recommend_next as versions 0.1.0 to 0.3.0 declare it. No SQL of its own.
+#[pg_extern(sql = false)]
+fn recommend_next(
+    model_name: Option<&str>,
+    history: Option<Vec<Option<i64>>>,
+    k: Option<i32>,
+    exclude_seen: Option<bool>,
+) -> TableIterator<'static, (name!(item_id, i64), name!(score, f32))> {
+    recommend_next_with_rules(model_name, history, k, exclude_seen, None, None)
 }
 
 /// The `k` items whose vectors in the model's item table are closest to
-/// `item_id`'s (cosine), best first; no rows for an item the model does
-/// not know.
-#[pg_extern(stable, parallel_restricted)]
-fn similar_items(
+/// `item_id`'s (cosine), best first, among `candidates` (NULL: all) and
+/// never `exclude`; no rows for an item the model does not know.
+#[pg_extern(name = "similar_items", stable, parallel_restricted)]
+fn similar_items_with_rules(
     model_name: Option<&str>,
     item_id: Option<i64>,
     k: default!(Option<i32>, 10),
+    candidates: default!(Option<Vec<Option<i64>>>, "NULL"),
+    exclude: default!(Option<Vec<Option<i64>>>, "NULL"),
 ) -> TableIterator<'static, (name!(item_id, i64), name!(score, f32))> {
     let model_name = object_name(model_name, "model_name");
     let item_id = required(item_id, "item_id");
     let k = positive_k(k);
     let model = ready_model(model_name);
+    let rules = Rules::new(&model, candidates, exclude);
     let Some(token) = model.token(item_id) else { return TableIterator::new(Vec::new()) };
     let Some(scores) = model.scorer.similar(token) else { return TableIterator::new(Vec::new()) };
-    let top = Ranker::new(model.scorer.n_items()).top_k(&scores, k, &[token]);
+    let top = match rules.eligible(&[token]) {
+        Some(eligible) => best_of(eligible.into_iter().map(|t| (t, scores[t as usize])).collect(), k),
+        None => Ranker::new(model.scorer.n_items()).top_k(&scores, k, &rules.excluded(&[token])),
+    };
     TableIterator::new(top.into_iter().map(|(t, score)| (model.item_id(t), score)).collect::<Vec<_>>())
+}
+
+/// similar_items as versions 0.1.0 to 0.3.0 declare it. No SQL of its own.
+#[pg_extern(sql = false)]
+fn similar_items(
+    model_name: Option<&str>,
+    item_id: Option<i64>,
+    k: Option<i32>,
+) -> TableIterator<'static, (name!(item_id, i64), name!(score, f32))> {
+    similar_items_with_rules(model_name, item_id, k, None, None)
+}
+
+/// What the model computes for `user_id` from their latest interactions
+/// (read now, as for `recommend`): the query vector q (dim values) such
+/// that recommend()'s score of an item is ⟨q, v⟩ for its row v of
+/// `item_vectors` (the model's logit scale or 1/temperature is folded into
+/// q). NULL for a user without history the model can read.
+#[pg_extern(stable, parallel_restricted)]
+fn user_vector(model_name: Option<&str>, user_id: Option<i64>) -> Option<Vec<f32>> {
+    let model_name = object_name(model_name, "model_name");
+    let user_id = required(user_id, "user_id");
+    let model = ready_model(model_name);
+    model.scorer.query_vector(&user_tokens(&model, user_id, false))
+}
+
+/// The query vector after `history` (item ids, oldest first; unknown items
+/// ignored), as `user_vector`; NULL when no item of it is known.
+#[pg_extern(stable, parallel_restricted)]
+fn history_vector(model_name: Option<&str>, history: Option<Vec<Option<i64>>>) -> Option<Vec<f32>> {
+    let model_name = object_name(model_name, "model_name");
+    let history = required(history, "history");
+    let model = ready_model(model_name);
+    model.scorer.query_vector(&history_tokens(&model, &history))
+}
+
+/// Every item of the model's newest version with the vector recommend()
+/// scores it by (dim values; unit length when the model normalises its
+/// items), in token order.
+#[pg_extern(stable, parallel_restricted)]
+fn item_vectors(model_name: Option<&str>) -> TableIterator<'static, (name!(item_id, i64), name!(embedding, Vec<f32>))> {
+    let model_name = object_name(model_name, "model_name");
+    let model = ready_model(model_name);
+    // one row at a time (a million-item table is never copied whole)
+    let n = model.scorer.n_items() as u32;
+    TableIterator::new((1..=n).filter_map(move |t| Some((model.item_id(t), model.scorer.item_row(t)?.to_vec()))))
 }
 
 /// The models this backend keeps ready to score (tfllmer.model_cache_size),

@@ -66,6 +66,11 @@ answers="SELECT string_agg(u || ':' || r.item_id, ',' ORDER BY u, r.score DESC, 
 check "recommend: the primary's answers" "$(q "$answers")" "$(sq "$answers")"
 check "recommend_next" 5 "$(sq "SELECT count(*) FROM tfllmer.recommend_next('walker', ARRAY[1, 8, 15], k => 5)")"
 check "similar_items" 5 "$(sq "SELECT count(*) FROM tfllmer.similar_items('walker', 1, k => 5)")"
+rules="SELECT string_agg(item_id || ':' || score, ' ' ORDER BY item_id)
+       FROM tfllmer.recommend('walker', 3, k => 3, candidates => ARRAY[1, 2, 3, 4, 5, 6], exclude => ARRAY[2])"
+check "recommend with candidates and exclude: the primary's answer" "$(q "$rules")" "$(sq "$rules")"
+vectors="SELECT tfllmer.user_vector('walker', 3)::text || (SELECT count(*) FROM tfllmer.item_vectors('walker'))"
+check "user_vector and item_vectors: the primary's" "$(q "$vectors")" "$(sq "$vectors")"
 check "graph_edges" t "$(sq "SELECT count(*) > 0 FROM tfllmer.graph_edges('walk_graph')")"
 check "embedding" 30 "$(sq "SELECT count(*) FROM tfllmer.embedding('items_4d')")"
 

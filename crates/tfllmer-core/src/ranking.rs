@@ -59,7 +59,7 @@ impl Ranker {
                 *m = true;
             }
         }
-        let mut candidates: Vec<(u32, f32)> = scores
+        let candidates: Vec<(u32, f32)> = scores
             .iter()
             .zip(&self.masked)
             .enumerate()
@@ -72,15 +72,21 @@ impl Ranker {
                 *m = false;
             }
         }
-        let better = |a: &(u32, f32), b: &(u32, f32)| -> Ordering { key(b.1).total_cmp(&key(a.1)).then(a.0.cmp(&b.0)) };
-        if k < candidates.len() && k > 0 {
-            candidates.select_nth_unstable_by(k - 1, better);
-            candidates.truncate(k);
-        }
-        candidates.truncate(k);
-        candidates.sort_unstable_by(better);
-        candidates
+        best_of(candidates, k)
     }
+}
+
+/// The `k` best of `(token, score)` pairs, best first (equal scores: the
+/// smaller token first; NaN last), by partial selection: the order
+/// [`Ranker::top_k`] gives, for callers that score only some items.
+pub fn best_of(mut candidates: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+    let better = |a: &(u32, f32), b: &(u32, f32)| -> Ordering { key(b.1).total_cmp(&key(a.1)).then(a.0.cmp(&b.0)) };
+    if k < candidates.len() && k > 0 {
+        candidates.select_nth_unstable_by(k - 1, better);
+    }
+    candidates.truncate(k);
+    candidates.sort_unstable_by(better);
+    candidates
 }
 
 /// HR@K and NDCG@K accumulated over users.
@@ -194,5 +200,10 @@ mod tests {
         let mut full: Vec<(u32, f32)> = (1..=n as u32).map(|t| (t, scores[t as usize])).collect();
         full.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         assert_eq!(r.top_k(&scores, 25, &[]), full[..25].to_vec());
+        // a subset scored on its own ranks as in the full ranking
+        let some: Vec<(u32, f32)> = (1..=n as u32).filter(|t| t % 3 == 0).map(|t| (t, scores[t as usize])).collect();
+        let want: Vec<(u32, f32)> = full.iter().copied().filter(|(t, _)| t % 3 == 0).take(10).collect();
+        assert_eq!(best_of(some.clone(), 10), want);
+        assert_eq!(best_of(some, 0), vec![]);
     }
 }

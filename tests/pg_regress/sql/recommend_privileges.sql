@@ -21,6 +21,8 @@ SELECT n_users FROM tfllmer.jobs WHERE job_id = :job;
 SELECT count(*) AS for_user_5 FROM tfllmer.recommend('alice_model', 5, k => 3);
 -- user 30's rows are hidden from her: no history, no rows
 SELECT count(*) AS for_user_30 FROM tfllmer.recommend('alice_model', 30, k => 3);
+SELECT tfllmer.user_vector('alice_model', 5) IS NOT NULL AS vector_for_5,
+       tfllmer.user_vector('alice_model', 30) IS NULL AS none_for_30;
 SELECT model_name, version FROM tfllmer.cached_models();
 RESET ROLE;
 
@@ -32,6 +34,13 @@ SELECT * FROM tfllmer.recommend('alice_model', 5);
 SELECT * FROM tfllmer.recommend_next('alice_model', ARRAY[1, 2]);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM tfllmer.similar_items('alice_model', 1);
+\echo :LAST_ERROR_SQLSTATE
+-- nor read its vectors
+SELECT tfllmer.user_vector('alice_model', 5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.history_vector('alice_model', ARRAY[1, 2]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM tfllmer.item_vectors('alice_model');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS cached_for_bob FROM tfllmer.cached_models();
 RESET ROLE;

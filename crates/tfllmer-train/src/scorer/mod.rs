@@ -140,6 +140,24 @@ impl Scorer {
             big.resize(d, 0.0);
             &mut big
         };
+        if !self.query_into(history, h) {
+            return false;
+        }
+        self.dot_cols(&self.table_t, h, out);
+        true
+    }
+
+    /// The query vector after `history` (d values, tokens as for
+    /// [`Scorer::score_next`]): the sequence representation times the
+    /// model's logit scale or 1/temperature, so that the score of item
+    /// token t is exactly `⟨query, item_row(t)⟩`. None when no token is in
+    /// range.
+    pub fn query_vector(&self, history: &[u32]) -> Option<Vec<f32>> {
+        let mut h = vec![0.0; self.config.dim];
+        self.query_into(history, &mut h).then_some(h)
+    }
+
+    fn query_into(&self, history: &[u32], h: &mut [f32]) -> bool {
         if !self.hidden(history, h) {
             return false;
         }
@@ -149,8 +167,39 @@ impl Scorer {
         if let Some(s) = self.inv_temperature {
             h.iter_mut().for_each(|v| *v *= s);
         }
-        self.dot_cols(&self.table_t, h, out);
         true
+    }
+
+    /// The row of item token `t` (1..=n_items) that scores are taken
+    /// against (d values; unit length when the model normalises its items,
+    /// or zero); None for 0 or a token above n_items.
+    pub fn item_row(&self, t: u32) -> Option<&[f32]> {
+        let (t, d) = (t as usize, self.config.dim);
+        (1..=self.config.n_items).contains(&t).then(|| &self.table[t * d..(t + 1) * d])
+    }
+
+    /// `⟨query, item_row(t)⟩` for each of `tokens` (tokens out of range:
+    /// −∞), summed in the order `score_next` sums them, so a candidate
+    /// scores exactly as it does in the full ranking; for a few candidates
+    /// without scoring the whole catalogue. `query` has d values.
+    pub fn score_tokens(&self, query: &[f32], tokens: &[u32]) -> Vec<f32> {
+        let d = self.config.dim;
+        tokens
+            .iter()
+            .map(|&t| match self.item_row(t) {
+                Some(row) => {
+                    let mut o = 0.0f32;
+                    for (x, a) in row.chunks_exact(4).zip(query.chunks_exact(4)) {
+                        o += (a[0] * x[0] + a[1] * x[1]) + (a[2] * x[2] + a[3] * x[3]);
+                    }
+                    for k in d / 4 * 4..d {
+                        o += query[k] * row[k];
+                    }
+                    o
+                }
+                None => f32::NEG_INFINITY,
+            })
+            .collect()
     }
 
     /// Cosine similarity of item `token` to every token 0..=n_items (index
@@ -417,6 +466,40 @@ mod tests {
             assert_eq!(out, vec![1.0; 3]);
             assert!(s.score_next_into(&clean, &mut out));
             assert_eq!(out, a);
+        }
+    }
+
+    #[test]
+    fn the_query_vector_and_item_rows_give_the_scores() {
+        for (backbone, normalize, temperature) in [
+            (Backbone::SasRec, true, None),
+            (Backbone::SasRec, false, Some(0.5)),
+            (Backbone::Gru4Rec, true, None),
+            (Backbone::Gru4Rec, false, Some(2.0)),
+        ] {
+            // dim 7: whole quads and a remainder
+            let cfg = config(backbone, 30, 7, 6, 1, 1, normalize, temperature);
+            let s = Scorer::from_model(&random_model(cfg, 41)).unwrap();
+            let history = [3u32, 9, 27, 1];
+            let scores = s.score_next(&history).unwrap();
+            let q = s.query_vector(&history).unwrap();
+            assert_eq!(q.len(), 7);
+            let tokens: Vec<u32> = (0..=31).collect();
+            let some = s.score_tokens(&q, &tokens);
+            // bit for bit what the full ranking gives; 0 and 31 are not items
+            assert_eq!(some[1..=30], scores[1..=30]);
+            assert_eq!((some[0], some[31]), (f32::NEG_INFINITY, f32::NEG_INFINITY));
+            for t in 1..=30u32 {
+                let row = s.item_row(t).unwrap();
+                let dot: f64 = q.iter().zip(row).map(|(&a, &b)| a as f64 * b as f64).sum();
+                assert!((dot - scores[t as usize] as f64).abs() < 1e-5);
+                if normalize {
+                    let norm: f64 = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+                    assert!((norm - 1.0).abs() < 1e-5);
+                }
+            }
+            assert!(s.item_row(0).is_none() && s.item_row(31).is_none());
+            assert!(s.query_vector(&[0, 40]).is_none());
         }
     }
 
