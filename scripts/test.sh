@@ -45,10 +45,7 @@ cluster_start "$cluster"
 trap 'cluster_stop "$cluster"' EXIT
 
 log "3/5 regression tests (tests/pg_regress)"
-if ! run_regress "$cluster/regress" $(regress_tests); then
-    cat "$cluster/regress/regression.diffs" >&2 || true
-    exit 1
-fi
+regress_or_fail "$cluster/regress" $(regress_tests)
 
 log "4/5 integration tests"
 tests/integration/persistence.sh "$cluster"

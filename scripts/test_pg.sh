@@ -14,16 +14,10 @@ cluster="/tmp/tfllmer-test-pg$PG_MAJOR"
 cluster_start "$cluster"
 trap 'cluster_stop "$cluster"' EXIT
 log "PostgreSQL $PG_MAJOR: regression tests (tests/pg_regress)"
-if ! run_regress "$cluster/regress" $(regress_tests); then
-    cat "$cluster/regress/regression.diffs" >&2 || true
-    exit 1
-fi
+regress_or_fail "$cluster/regress" $(regress_tests)
 if [ -f "$("$PG_CONFIG" --sharedir)/extension/vector.control" ]; then
     log "PostgreSQL $PG_MAJOR: pgvector tests (tests/pgvector)"
-    if ! TFLLMER_REGRESS_DIR="$TFLLMER_ROOT/tests/pgvector" run_regress "$cluster/pgvector" pgvector; then
-        cat "$cluster/pgvector/regression.diffs" >&2 || true
-        exit 1
-    fi
+    TFLLMER_REGRESS_DIR="$TFLLMER_ROOT/tests/pgvector" regress_or_fail "$cluster/pgvector" pgvector
 else
     echo "SKIPPED pgvector tests: PostgreSQL $PG_MAJOR here has no pgvector"
 fi

@@ -68,8 +68,10 @@ impl Rules {
     /// None when every item not excluded is a candidate.
     fn eligible(&self, also_excluded: &[u32]) -> Option<Vec<u32>> {
         let candidates = self.candidates.as_ref()?;
+        let mut also = also_excluded.to_vec();
+        also.sort_unstable();
         let mut out = candidates.clone();
-        out.retain(|t| self.exclude.binary_search(t).is_err() && !also_excluded.contains(t));
+        out.retain(|t| self.exclude.binary_search(t).is_err() && also.binary_search(t).is_err());
         Some(out)
     }
 
@@ -197,10 +199,18 @@ fn similar_items_with_rules(
     let model = ready_model(model_name);
     let rules = Rules::new(&model, candidates, exclude);
     let Some(token) = model.token(item_id) else { return TableIterator::new(Vec::new()) };
-    let Some(scores) = model.scorer.similar(token) else { return TableIterator::new(Vec::new()) };
+    // with candidates, only they are scored
     let top = match rules.eligible(&[token]) {
-        Some(eligible) => best_of(eligible.into_iter().map(|t| (t, scores[t as usize])).collect(), k),
-        None => Ranker::new(model.scorer.n_items()).top_k(&scores, k, &rules.excluded(&[token])),
+        Some(eligible) => {
+            let Some(scores) = model.scorer.similar_tokens(token, &eligible) else {
+                return TableIterator::new(Vec::new());
+            };
+            best_of(eligible.into_iter().zip(scores).collect(), k)
+        }
+        None => {
+            let Some(scores) = model.scorer.similar(token) else { return TableIterator::new(Vec::new()) };
+            Ranker::new(model.scorer.n_items()).top_k(&scores, k, &rules.excluded(&[token]))
+        }
     };
     TableIterator::new(top.into_iter().map(|(t, score)| (model.item_id(t), score)).collect::<Vec<_>>())
 }

@@ -55,6 +55,21 @@ pub struct Scorer {
     inv_temperature: Option<f32>,
 }
 
+/// ⟨a, b⟩ summed as [`Scorer::score_next`] sums a column pass (four
+/// products at a time, then the rest), so that scoring a few items gives
+/// exactly the full ranking's scores.
+fn dot_in_order(a: &[f32], b: &[f32]) -> f32 {
+    let d = a.len();
+    let mut o = 0.0f32;
+    for (x, q) in b.chunks_exact(4).zip(a.chunks_exact(4)) {
+        o += (q[0] * x[0] + q[1] * x[1]) + (q[2] * x[2] + q[3] * x[3]);
+    }
+    for k in d / 4 * 4..d {
+        o += a[k] * b[k];
+    }
+    o
+}
+
 thread_local! {
     /// Working memory of the forward pass, kept between calls so a request
     /// does not map and fault in fresh pages (it grows to the largest need
@@ -183,23 +198,34 @@ impl Scorer {
     /// scores exactly as it does in the full ranking; for a few candidates
     /// without scoring the whole catalogue. `query` has d values.
     pub fn score_tokens(&self, query: &[f32], tokens: &[u32]) -> Vec<f32> {
-        let d = self.config.dim;
-        tokens
-            .iter()
-            .map(|&t| match self.item_row(t) {
-                Some(row) => {
-                    let mut o = 0.0f32;
-                    for (x, a) in row.chunks_exact(4).zip(query.chunks_exact(4)) {
-                        o += (a[0] * x[0] + a[1] * x[1]) + (a[2] * x[2] + a[3] * x[3]);
-                    }
-                    for k in d / 4 * 4..d {
-                        o += query[k] * row[k];
-                    }
-                    o
-                }
-                None => f32::NEG_INFINITY,
+        tokens.iter().map(|&t| self.item_row(t).map_or(f32::NEG_INFINITY, |row| dot_in_order(query, row))).collect()
+    }
+
+    /// [`Scorer::similar`]'s scores of `tokens` only (out of range, or
+    /// `token` itself: −∞), equal to it bit for bit, without scoring the
+    /// whole catalogue. None when `token` is 0 or above n_items.
+    pub fn similar_tokens(&self, token: u32, tokens: &[u32]) -> Option<Vec<f32>> {
+        let (m, d) = (self.config.n_items + 1, self.config.dim);
+        let unit_row = |t: u32| -> Option<Vec<f32>> {
+            let t = t as usize;
+            if !(1..m).contains(&t) {
+                return None;
+            }
+            Some(match &self.unit_t {
+                Some(unit_t) => (0..d).map(|k| unit_t[k * m + t]).collect(),
+                None => self.table[t * d..(t + 1) * d].to_vec(),
             })
-            .collect()
+        };
+        let query = unit_row(token)?;
+        Some(
+            tokens
+                .iter()
+                .map(|&t| match unit_row(t) {
+                    Some(row) if t != token => dot_in_order(&query, &row),
+                    _ => f32::NEG_INFINITY,
+                })
+                .collect(),
+        )
     }
 
     /// Cosine similarity of item `token` to every token 0..=n_items (index
@@ -528,6 +554,14 @@ mod tests {
                 }
             }
             assert!(s.similar(7).unwrap().iter().skip(1).all(|&v| v == 0.0 || v == f32::NEG_INFINITY));
+            // a few tokens score exactly as in the whole ranking
+            for token in [1u32, 7, 13, 25] {
+                let all: Vec<u32> = (0..=27).collect();
+                let some = s.similar_tokens(token, &all).unwrap();
+                assert_eq!(some[..26], s.similar(token).unwrap()[..]);
+                assert_eq!((some[0], some[26], some[27]), (f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY));
+            }
+            assert!(s.similar_tokens(0, &[1]).is_none() && s.similar_tokens(26, &[1]).is_none());
             assert!(s.similar(0).is_none());
             assert!(s.similar(26).is_none());
         }
