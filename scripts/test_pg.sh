@@ -17,7 +17,10 @@ log "PostgreSQL $PG_MAJOR: regression tests (tests/pg_regress)"
 regress_or_fail "$cluster/regress" $(regress_tests)
 if [ -f "$("$PG_CONFIG" --sharedir)/extension/vector.control" ]; then
     log "PostgreSQL $PG_MAJOR: pgvector tests (tests/pgvector)"
-    TFLLMER_REGRESS_DIR="$TFLLMER_ROOT/tests/pgvector" regress_or_fail "$cluster/pgvector" pgvector
+    TFLLMER_REGRESS_DIR="$TFLLMER_ROOT/tests/pgvector" regress_or_fail "$cluster/pgvector" \
+        $(cd "$TFLLMER_ROOT/tests/pgvector/sql" && ls *.sql | sed 's/\.sql$//' | sort)
+    log "PostgreSQL $PG_MAJOR: a hot standby serving through an item index (tests/integration/standby.sh)"
+    tests/integration/standby.sh "$cluster"
 else
     echo "SKIPPED pgvector tests: PostgreSQL $PG_MAJOR here has no pgvector"
 fi

@@ -357,3 +357,50 @@ CREATE FUNCTION tfllmer.release_queued_job(job_id bigint) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ UPDATE tfllmer.job_store j SET launched_at = NULL WHERE j.job_id = $1 AND j.state = 'queued' $$;
+
+-- ---------------------------------------------------------------------------
+-- Item index tables (create_item_index): a model version's item vectors in
+-- an ordinary table with a pgvector HNSW index, so that recommend() asks
+-- the index for the best items instead of keeping the whole item table in
+-- every backend. The tables live in schema tfllmer_items, each owned by the
+-- role that asked for it (nobody else can read it) and named
+-- items_<job id>: CREATE there is granted to PUBLIC for that. The schema is
+-- never on search_path; tfllmer reaches the tables by OID.
+-- ---------------------------------------------------------------------------
+CREATE SCHEMA tfllmer_items;
+GRANT USAGE, CREATE ON SCHEMA tfllmer_items TO PUBLIC;
+
+-- One row per indexed model version: the newest version's table serves;
+-- the one before stays until the next version replaces it (a request that
+-- read the catalog just before a switch still finds its table).
+CREATE TABLE tfllmer.item_index_store (
+    model_name   text NOT NULL,
+    version      integer NOT NULL,
+    owner        regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
+    index_table  regclass NOT NULL,
+    method       text NOT NULL CHECK (method IN ('hnsw')),
+    -- m, ef_construction, ef_search, maintenance_work_mem (as built)
+    options      jsonb NOT NULL,
+    n_items      bigint NOT NULL,
+    dim          integer NOT NULL,
+    build_ms     double precision NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (model_name, version),
+    FOREIGN KEY (model_name, version) REFERENCES tfllmer.model_store ON DELETE CASCADE
+);
+ALTER TABLE tfllmer.item_index_store ENABLE ROW LEVEL SECURITY;
+CREATE POLICY item_index_store_owner ON tfllmer.item_index_store
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                   WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
+    WITH CHECK (owner = tfllmer.current_role_oid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.item_index_store TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tfllmer.item_index_store', '');
+
+CREATE VIEW tfllmer.item_indexes WITH (security_invoker = true) AS
+SELECT model_name, version, pg_catalog.pg_get_userbyid(owner) AS owner,
+       index_table, method, options, n_items, dim,
+       pg_catalog.pg_total_relation_size(index_table) AS size_bytes,
+       version = (SELECT max(m.version) FROM tfllmer.model_store m WHERE m.model_name = i.model_name) AS is_current,
+       build_ms, created_at
+FROM tfllmer.item_index_store i;
+GRANT SELECT ON tfllmer.item_indexes TO PUBLIC;

@@ -3,5 +3,6 @@
 
 pub mod embeddings;
 pub mod graphs;
+pub mod item_index;
 pub mod recommend;
 pub mod training;

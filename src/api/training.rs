@@ -12,6 +12,7 @@ use tfllmer_train::options::TrainingOptions;
 use crate::postgres::backend::{self, require_primary};
 use crate::postgres::errors::{object_name, raise, raise_with_hint, required, Code};
 use crate::postgres::interactions::InteractionSource;
+use crate::postgres::item_index;
 use crate::postgres::jobs::launch::{launch_worker, WorkerStart};
 use crate::postgres::jobs::{self, record_lost_jobs, JobState, NewJob};
 use crate::postgres::models::{load_newest, parse_backbone};
@@ -67,6 +68,7 @@ fn train(
         .unwrap_or_else(|e| raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, e.0));
     check_enough_data(&source);
     advise_history_index(&source);
+    item_index::advise_at_train(model_name, init, source.relation.oid, &source.item.name);
     claim_model_name(model_name);
 
     let created = jobs::create(&NewJob {
@@ -293,6 +295,9 @@ fn drop_model(model_name: Option<&str>, if_exists: default!(Option<bool>, false)
             format!("Stop it with tfllmer.cancel_job({job}) first."),
         );
     }
+    // the item index tables first (the catalog rows would go with the
+    // model's, the tables would stay)
+    item_index::drop_where(model_name, None);
     let dropped = write_returning::<i64>(
         "WITH gone AS (DELETE FROM tfllmer.model_names WHERE model_name = $1 RETURNING 1) SELECT count(*) FROM gone",
         &[model_name.into()],

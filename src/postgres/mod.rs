@@ -5,6 +5,7 @@ pub mod backend;
 pub mod catalog;
 pub mod errors;
 pub mod interactions;
+pub mod item_index;
 pub mod item_vectors;
 pub mod jobs;
 pub mod model_cache;

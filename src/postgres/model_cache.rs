@@ -18,8 +18,10 @@ use pgrx::pg_sys;
 use tfllmer_core::vocabulary::Vocabulary;
 use tfllmer_train::scorer::Scorer;
 
+use super::errors::notice_with_hint;
 use super::errors::{raise, Code};
-use super::models::{load_version, newest_version, raise_no_version, VersionKey};
+use super::item_index::{self, IndexTable, ServingIndex};
+use super::models::{load_encoder, load_version, newest_version, raise_no_version, VersionKey};
 use crate::settings;
 
 /// A model version ready to score, with what recommend() needs to read a
@@ -27,9 +29,10 @@ use crate::settings;
 pub struct ReadyModel {
     pub name: String,
     pub key: VersionKey,
+    /// the whole model, or (served through an item index) its encoder alone
     pub scorer: Scorer,
-    /// the item of each token, and the token of each item
-    items: Vocabulary,
+    /// how items are found: the whole item table here, or an index table
+    pub items: Items,
     pub source_table: pg_sys::Oid,
     pub user_column: String,
     pub item_column: String,
@@ -37,22 +40,52 @@ pub struct ReadyModel {
     pub bytes: usize,
 }
 
+/// Where a ready model's items are.
+pub enum Items {
+    /// the item table is in `scorer`; the item of each token, and the token
+    /// of each item
+    Here(Vocabulary),
+    /// in an item index table (create_item_index); `scorer` holds the
+    /// encoder only
+    Indexed(ServingIndex),
+}
+
 impl ReadyModel {
-    /// The token of an item id; None for items the model was not trained on.
+    /// The token of an item id; None for items the model was not trained on
+    /// (and always for a model served through an index: it has no tokens).
     pub fn token(&self, item_id: i64) -> Option<u32> {
-        self.items.token(item_id)
+        match &self.items {
+            Items::Here(items) => items.token(item_id),
+            Items::Indexed(_) => None,
+        }
     }
 
     /// The item id of a token (1..=n_items; scores and rankings only
     /// produce those).
     pub fn item_id(&self, token: u32) -> i64 {
-        self.items.item_id(token).unwrap_or_else(|| {
+        let id = match &self.items {
+            Items::Here(items) => items.item_id(token),
+            Items::Indexed(_) => None,
+        };
+        id.unwrap_or_else(|| {
             raise(Code::ERRCODE_INTERNAL_ERROR, format!("model \"{}\": no item has token {token}", self.name))
         })
     }
 
     pub fn max_len(&self) -> usize {
         self.scorer.config().max_len
+    }
+
+    /// The item index that serves this model, if one does.
+    pub fn index(&self) -> Option<&ServingIndex> {
+        match &self.items {
+            Items::Indexed(index) => Some(index),
+            Items::Here(_) => None,
+        }
+    }
+
+    fn index_oid(&self) -> Option<pg_sys::Oid> {
+        self.index().map(|i| i.table.oid)
     }
 }
 
@@ -72,10 +105,11 @@ impl Cache {
         self.entries.get_or_insert_with(LruCache::unbounded)
     }
 
-    /// The cached model if it is `key`; a cached older version is dropped.
-    fn get(&mut self, name: &str, key: VersionKey) -> Option<Rc<ReadyModel>> {
+    /// The cached model if it is `key` served by index table `index`; a
+    /// cached other one is dropped.
+    fn get(&mut self, name: &str, key: VersionKey, index: Option<pg_sys::Oid>) -> Option<Rc<ReadyModel>> {
         let stale = match self.entries().get_mut(name) {
-            Some(entry) if entry.model.key == key => {
+            Some(entry) if entry.model.key == key && entry.model.index_oid() == index => {
                 entry.hits += 1;
                 return Some(entry.model.clone());
             }
@@ -134,35 +168,85 @@ pub fn ready_model(name: &str) -> Rc<ReadyModel> {
         CACHE.with(|c| c.borrow_mut().remove(name));
         raise_no_version(name)
     };
+    let index = item_index::index_of(name, key.version);
     let limit = settings::model_cache_bytes();
     if let Some(model) = CACHE.with(|c| {
         let mut cache = c.borrow_mut();
         cache.shrink_to(limit);
-        cache.get(name, key)
+        cache.get(name, key, index.as_ref().map(|i| i.oid))
     }) {
         return model;
     }
-    let loaded = load_version(name, Some(key.version));
-    let scorer = Scorer::from_model(&loaded.model).unwrap_or_else(|e| {
-        raise(
-            Code::ERRCODE_INTERNAL_ERROR,
-            format!("model \"{name}\" version {}: {}", key.version, tfllmer_train::error_message(&e)),
-        )
+    let model = Rc::new(match index {
+        Some(index) => load_indexed(name, key, index),
+        None => load_whole(name, key),
     });
+    CACHE.with(|c| c.borrow_mut().insert(model.clone(), limit));
+    model
+}
+
+/// A version with its whole item table and vocabulary.
+fn load_whole(name: &str, key: VersionKey) -> ReadyModel {
+    let loaded = load_version(name, Some(key.version));
+    let scorer = Scorer::from_model(&loaded.model).unwrap_or_else(|e| unloadable(name, key, &e));
+    drop(loaded.model);
+    advise_index(name, &scorer);
     let bytes = scorer.memory_bytes() + loaded.items.memory_bytes();
-    let model = Rc::new(ReadyModel {
+    ReadyModel {
         name: name.to_string(),
         key,
         scorer,
-        items: loaded.items,
+        items: Items::Here(loaded.items),
         source_table: loaded.source_table,
         user_column: loaded.user_column,
         item_column: loaded.item_column,
         time_column: loaded.time_column,
         bytes,
-    });
-    CACHE.with(|c| c.borrow_mut().insert(model.clone(), limit));
-    model
+    }
+}
+
+/// A version served through its item index table: the encoder alone.
+fn load_indexed(name: &str, key: VersionKey, index: IndexTable) -> ReadyModel {
+    let serving = ServingIndex::new(index, name);
+    let (meta, encoder) = load_encoder(name, key.version);
+    let scorer = Scorer::from_model(&encoder).unwrap_or_else(|e| unloadable(name, key, &e));
+    ReadyModel {
+        name: name.to_string(),
+        key,
+        bytes: scorer.memory_bytes(),
+        scorer,
+        items: Items::Indexed(serving),
+        source_table: meta.source_table,
+        user_column: meta.user_column,
+        item_column: meta.item_column,
+        time_column: meta.time_column,
+    }
+}
+
+fn unloadable(name: &str, key: VersionKey, e: &tfllmer_train::Error) -> ! {
+    raise(
+        Code::ERRCODE_INTERNAL_ERROR,
+        format!("model \"{name}\" version {}: {}", key.version, tfllmer_train::error_message(e)),
+    )
+}
+
+/// Says once per load when a large model is held whole by this backend.
+fn advise_index(name: &str, scorer: &Scorer) {
+    if (scorer.n_items() as i64) < item_index::ADVISE_ITEMS {
+        return;
+    }
+    notice_with_hint(
+        format!(
+            "model \"{name}\" has {} items and no item index: this connection holds its whole item table ({} MB)",
+            scorer.n_items(),
+            scorer.memory_bytes() / 1_000_000
+        ),
+        format!(
+            "With pgvector installed, SELECT tfllmer.create_item_index('{}'); serves it from an HNSW index \
+             that every connection shares.",
+            name.replace('\'', "''")
+        ),
+    );
 }
 
 /// What this backend keeps: (model name, version, bytes, hits), most

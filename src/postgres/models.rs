@@ -5,6 +5,7 @@
 use pgrx::prelude::*;
 use tfllmer_core::vocabulary::Vocabulary;
 use tfllmer_train::model::{Backbone, ModelConfig, Recommender};
+use tfllmer_train::model_file;
 use tfllmer_train::DType;
 
 use super::catalog::catalog_is_current;
@@ -73,10 +74,27 @@ pub fn newest_version(name: &str) -> Option<VersionKey> {
     }
 }
 
-/// Loads `version` of `name` (the newest when None). A stored row with a
-/// NULL or out-of-range value where a trained version always has one is
-/// corrupt (XX001, naming the column), never a silent default.
-pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
+/// A stored version's vocabulary (item_ids) and weights.
+struct Blobs {
+    ids: Vec<u8>,
+    weights: Vec<u8>,
+}
+
+/// What a stored version is, without its weights.
+pub struct VersionMeta {
+    pub version: i32,
+    pub config: ModelConfig,
+    pub source_table: pg_sys::Oid,
+    pub user_column: String,
+    pub item_column: String,
+    pub time_column: String,
+}
+
+/// Reads `version` of `name` (the newest when None): its description, and
+/// with `blobs` its vocabulary and weights. A stored row with a NULL or
+/// out-of-range value where a trained version always has one is corrupt
+/// (XX001, naming the column), never a silent default.
+fn read_version(name: &str, version: Option<i32>, blobs: bool) -> (VersionMeta, Option<Blobs>) {
     struct Row {
         version: Option<i32>,
         backbone: Option<String>,
@@ -92,12 +110,13 @@ pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
     let row = Spi::connect(|client| {
         let rows = client.select(
             "SELECT version, backbone, normalized, n_items, dim::int8, max_len::int8, layers::int8, heads::int8,
-                    dropout, source_table::oid, user_column::text, item_column::text, time_column::text, item_ids, weights,
+                    dropout, source_table::oid, user_column::text, item_column::text, time_column::text,
+                    CASE WHEN $3 THEN item_ids END, CASE WHEN $3 THEN weights END,
                     (options->>'temperature')::float8
                FROM tfllmer.model_store WHERE model_name = $1 AND ($2 IS NULL OR version = $2)
               ORDER BY version DESC LIMIT 1",
             None,
-            &[name.into(), version.into()],
+            &[name.into(), version.into(), blobs.into()],
         )?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
         let int = |i: usize| row.get::<i64>(i);
@@ -119,9 +138,7 @@ pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
     let version = row.version.unwrap_or_else(|| {
         raise(Code::ERRCODE_DATA_CORRUPTED, format!("model \"{name}\": a stored version has no number"))
     });
-    let corrupt = |what: String| -> ! {
-        raise(Code::ERRCODE_DATA_CORRUPTED, format!("model \"{name}\" version {version}: {what}"))
-    };
+    let corrupt = |what: String| -> ! { raise_corrupt(name, version, what) };
     let missing = |column: &str| -> ! { corrupt(format!("{column} is NULL")) };
     let backbone_name = row.backbone.unwrap_or_else(|| missing("backbone"));
     let backbone =
@@ -145,24 +162,91 @@ pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
         dtype: DType::F32,
         temperature: row.temperature,
     };
-    let weights = row.weights.unwrap_or_else(|| missing("weights"));
-    let model =
-        Recommender::from_safetensors(config, &weights).unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
-    let items = Vocabulary::decode(&row.ids.unwrap_or_else(|| missing("item_ids")), n_items)
-        .unwrap_or_else(|e| corrupt(e.to_string()));
     let [user, item, time] = row.columns;
-    let user_column = user.unwrap_or_else(|| missing("user_column"));
-    let item_column = item.unwrap_or_else(|| missing("item_column"));
-    let time_column = time.unwrap_or_else(|| missing("time_column"));
-    LoadedModel {
+    let meta = VersionMeta {
         version,
+        config,
+        source_table: row.table.unwrap_or_else(|| missing("source_table")),
+        user_column: user.unwrap_or_else(|| missing("user_column")),
+        item_column: item.unwrap_or_else(|| missing("item_column")),
+        time_column: time.unwrap_or_else(|| missing("time_column")),
+    };
+    let blobs = blobs.then(|| Blobs {
+        ids: row.ids.unwrap_or_else(|| missing("item_ids")),
+        weights: row.weights.unwrap_or_else(|| missing("weights")),
+    });
+    (meta, blobs)
+}
+
+fn raise_corrupt(name: &str, version: i32, what: String) -> ! {
+    raise(Code::ERRCODE_DATA_CORRUPTED, format!("model \"{name}\" version {version}: {what}"))
+}
+
+/// Loads `version` of `name` (the newest when None), whole.
+pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
+    let (meta, blobs) = read_version(name, version, true);
+    let Some(Blobs { ids, weights }) = blobs else { raise_corrupt(name, meta.version, "no weights".to_string()) };
+    let corrupt = |what: String| -> ! { raise_corrupt(name, meta.version, what) };
+    let n_items = meta.config.n_items;
+    let model = Recommender::from_safetensors(meta.config.clone(), &weights)
+        .unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
+    drop(weights);
+    let items = Vocabulary::decode(&ids, n_items).unwrap_or_else(|e| corrupt(e.to_string()));
+    LoadedModel {
+        version: meta.version,
         model,
         items,
-        source_table: row.table.unwrap_or_else(|| missing("source_table")),
-        user_column,
-        item_column,
-        time_column,
+        source_table: meta.source_table,
+        user_column: meta.user_column,
+        item_column: meta.item_column,
+        time_column: meta.time_column,
     }
+}
+
+/// Loads the encoder of `version` of `name` without its item table and
+/// vocabulary (see tfllmer_train::model_file): the stored weights are read
+/// in the byte ranges of the encoder's tensors only (`weights` is stored
+/// uncompressed out of line, so PostgreSQL reads only the TOAST chunks of
+/// those ranges). Returns the model's description (with its real n_items)
+/// and the encoder (a model of n_items 0).
+pub fn load_encoder(name: &str, version: i32) -> (VersionMeta, Recommender) {
+    let (meta, _) = read_version(name, Some(version), false);
+    let corrupt = |what: String| -> ! { raise_corrupt(name, version, what) };
+    let range = |from: usize, len: usize| -> Vec<u8> {
+        first_value::<Vec<u8>>(
+            "SELECT substring(weights FROM $3::int4 FOR $4::int4) FROM tfllmer.model_store WHERE model_name = $1 AND version = $2",
+            &[name.into(), version.into(), (from as i64 + 1).into(), (len as i64).into()],
+        )
+        .unwrap_or_else(|| corrupt("weights vanished while being read".to_string()))
+    };
+    let header_len = model_file::header_len(&range(0, 8)).unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
+    let layout = model_file::ModelFileLayout::parse(&range(8, header_len))
+        .unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
+    let tensors = layout.encoder_tensors();
+    // every range in one statement
+    let (starts, lengths): (Vec<i64>, Vec<i64>) =
+        tensors.iter().map(|t| (t.bytes.start as i64 + 1, (t.bytes.end - t.bytes.start) as i64)).unzip();
+    let parts = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT substring(s.weights FROM r.start::int4 FOR r.len::int4)
+               FROM tfllmer.model_store s, unnest($3::int8[], $4::int8[]) WITH ORDINALITY AS r(start, len, i)
+              WHERE s.model_name = $1 AND s.version = $2 ORDER BY r.i",
+            None,
+            &[name.into(), version.into(), starts.into(), lengths.into()],
+        )?;
+        let mut parts = Vec::with_capacity(rows.len());
+        for row in rows {
+            parts.push(row.get::<Vec<u8>>(1)?.unwrap_or_default());
+        }
+        Ok::<_, pgrx::spi::Error>(parts)
+    })
+    .unwrap_or_else(|e| spi_failed(e));
+    if parts.iter().zip(&tensors).any(|(p, t)| p.len() != t.bytes.end - t.bytes.start) {
+        corrupt("the weights are shorter than their header says".to_string());
+    }
+    let encoder = model_file::encoder_from_parts(&meta.config, &layout, &parts)
+        .unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
+    (meta, encoder)
 }
 
 /// A trained version to store.

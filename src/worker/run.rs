@@ -8,11 +8,13 @@ use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use tfllmer_core::embedding_codec;
 use tfllmer_core::sequences::{leave_one_out, Histories};
+use tfllmer_core::vocabulary::Vocabulary;
 use tfllmer_train::error_message;
 use tfllmer_train::init::initial_item_table;
 use tfllmer_train::model::{ModelConfig, Recommender};
 use tfllmer_train::options::{default_eval_users, LossKind, TrainingOptions};
 use tfllmer_train::rng::SplitMix64;
+use tfllmer_train::scorer::Scorer;
 use tfllmer_train::train::{batches_per_epoch, evaluate, train, training_samples, user_sample, Loss};
 
 use super::progress::{Progress, Stop};
@@ -21,6 +23,7 @@ use crate::postgres::backend;
 use crate::postgres::catalog::EMBEDDINGS;
 use crate::postgres::errors::{raise, Code};
 use crate::postgres::interactions::InteractionSource;
+use crate::postgres::item_index;
 use crate::postgres::jobs::launch::WorkerStart;
 use crate::postgres::jobs::worker::{self as job, Creator, JobSpec};
 use crate::postgres::jobs::JobState;
@@ -187,7 +190,7 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
         item_ids: data.histories.items.encode(),
         weights,
     };
-    transaction(|| save(job_id, &version))
+    transaction(|| save(job_id, &version, &model, &data.histories.items))
 }
 
 /// What the options come to on this data: the loss and the evaluation
@@ -238,11 +241,20 @@ impl TrainingPlan {
 
 /// Stores the new version and marks the job succeeded, in one transaction;
 /// a cancel that arrived meanwhile wins (nothing is stored).
-fn save(job_id: i64, version: &NewVersion<'_>) -> JobState {
+/// A model with an item index gets one for the new version in the same
+/// transaction: the version and its index appear together.
+fn save(job_id: i64, version: &NewVersion<'_>, model: &Recommender, items: &Vocabulary) -> JobState {
     if job::lock_for_save(job_id) {
         return JobState::Cancelled;
     }
     let number = models::insert_version(version);
+    if let Some(options) = item_index::options_of(version.model_name) {
+        if item_index::pgvector().is_some() {
+            let rows = Scorer::item_table_of(model)
+                .unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, tfllmer_train::error_message(&e)));
+            item_index::build(version.model_name, number, job_id, &rows, model.config.dim, items, &options);
+        }
+    }
     job::mark_succeeded(job_id, number);
     JobState::Succeeded
 }

@@ -74,6 +74,30 @@ check "user_vector and item_vectors: the primary's" "$(q "$vectors")" "$(sq "$ve
 check "graph_edges" t "$(sq "SELECT count(*) > 0 FROM tfllmer.graph_edges('walk_graph')")"
 check "embedding" 30 "$(sq "SELECT count(*) FROM tfllmer.embedding('items_4d')")"
 
+# the item index (where this server has pgvector): the standby serves the
+# model through the primary's index table, and a new version with its own
+# index once replayed
+if [ -f "$("$PG_CONFIG" --sharedir)/extension/vector.control" ]; then
+    q "CREATE EXTENSION IF NOT EXISTS vector" >/dev/null
+    q "SELECT version FROM tfllmer.create_item_index('walker')" >/dev/null
+    replayed() {  # replayed SQL EXPECTED: waits until the standby answers EXPECTED
+        for _ in $(seq 1 300); do [ "$(sq "$1" 2>/dev/null)" = "$2" ] && return; sleep 0.1; done
+    }
+    replayed "SELECT count(*) FROM tfllmer.item_indexes WHERE model_name = 'walker'" 1
+    check "item index: the standby sees it" 1 "$(sq "SELECT count(*) FROM tfllmer.item_indexes WHERE is_current")"
+    check "item index: recommend answers as the primary" "$(q "$answers")" "$(sq "$answers")"
+    check "item index: with rules, as the primary" "$(q "$rules")" "$(sq "$rules")"
+    indexed_job=$(q "SELECT tfllmer.train('walker', 'walks', options => '{\"epochs\": 1, \"max_len\": 12, \"seed\": 3}')")
+    q "SELECT tfllmer.wait_job($indexed_job)" >/dev/null
+    version=$(q "SELECT max(version) FROM tfllmer.item_indexes WHERE model_name = 'walker'")
+    replayed "SELECT max(version) FROM tfllmer.item_indexes WHERE model_name = 'walker'" "$version"
+    check "item index: a new version's index is served once replayed" "$(q "$answers")" "$(sq "$answers")"
+    check "item index: the standby serves the new version" "$version" \
+        "$(sq "SELECT version FROM tfllmer.models WHERE model_name = 'walker' AND is_current")"
+else
+    echo "SKIPPED standby: item index checks (this server has no pgvector)"
+fi
+
 # every function that writes: 25006 and the hint, nothing half-done
 for call in \
     "SELECT * FROM tfllmer.build_graph('g2', 'walks')" \
@@ -83,7 +107,9 @@ for call in \
     "SELECT tfllmer.train('walker', 'walks')" \
     "SELECT tfllmer.cancel_job($running)" \
     "SELECT tfllmer.drop_model('walker')" \
-    "CALL tfllmer.train_and_wait('walker', 'walks')"; do
+    "CALL tfllmer.train_and_wait('walker', 'walks')" \
+    "SELECT * FROM tfllmer.create_item_index('walker')" \
+    "SELECT tfllmer.drop_item_index('walker')"; do
     out=$(try "$call")
     check "$call: refused with 25006" yes "$(echo "$out" | grep -q '^SQLSTATE 25006$' && echo yes || echo "no: $out")"
     check "$call: says to call it on the primary" yes \

@@ -79,8 +79,8 @@ impl Ranker {
 /// The `k` best of `(token, score)` pairs, best first (equal scores: the
 /// smaller token first; NaN last), by partial selection: the order
 /// [`Ranker::top_k`] gives, for callers that score only some items.
-pub fn best_of(mut candidates: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
-    let better = |a: &(u32, f32), b: &(u32, f32)| -> Ordering { key(b.1).total_cmp(&key(a.1)).then(a.0.cmp(&b.0)) };
+pub fn best_of<T: Ord + Copy>(mut candidates: Vec<(T, f32)>, k: usize) -> Vec<(T, f32)> {
+    let better = |a: &(T, f32), b: &(T, f32)| -> Ordering { key(b.1).total_cmp(&key(a.1)).then(a.0.cmp(&b.0)) };
     if k < candidates.len() && k > 0 {
         candidates.select_nth_unstable_by(k - 1, better);
     }

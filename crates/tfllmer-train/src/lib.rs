@@ -10,6 +10,7 @@ pub mod init;
 mod kernels;
 pub mod loss;
 pub mod model;
+pub mod model_file;
 pub mod ops;
 mod optim;
 pub mod options;
@@ -26,6 +27,7 @@ pub use kernels::normalize_rows;
 
 /// The tensor element type of a [`model::ModelConfig`].
 pub use candle_core::DType;
+pub use candle_core::Error;
 
 /// A candle error as a message for a user: without the backtrace candle
 /// attaches when RUST_BACKTRACE is set in the server's environment.

@@ -79,11 +79,12 @@ pub(super) fn padded_states(input: &Dense, hidden: &Dense, max_len: usize) -> Ve
 }
 
 impl Scorer {
-    /// The state after the n history tokens `tokens` into `h` (d values).
+    /// The state after the n history rows `rows` (item rows as the model
+    /// uses them, oldest first) into `h` (d values).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn gru4rec(
+    pub(super) fn gru4rec<'r>(
         &self,
-        tokens: impl Iterator<Item = usize>,
+        rows: impl Iterator<Item = &'r [f32]>,
         n: usize,
         input: &Dense,
         hidden_t: &[f32],
@@ -95,8 +96,8 @@ impl Scorer {
         with_scratch(n * d + n * 3 * d + 3 * d, |buf| {
             let (x, rest) = buf.split_at_mut(n * d);
             let (gi, gh) = rest.split_at_mut(n * 3 * d);
-            for (row, t) in x.chunks_exact_mut(d).zip(tokens) {
-                row.copy_from_slice(&self.table[t * d..(t + 1) * d]);
+            for (row, e) in x.chunks_exact_mut(d).zip(rows) {
+                row.copy_from_slice(e);
             }
             dispatch(
                 #[inline(always)]

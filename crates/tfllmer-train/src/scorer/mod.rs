@@ -70,6 +70,14 @@ fn dot_in_order(a: &[f32], b: &[f32]) -> f32 {
     o
 }
 
+/// `rows` (r × d) L2-normalised as the model's item table normalises
+/// them, row 0 (padding) zeroed.
+fn unit_rows(mut rows: Vec<f32>, d: usize) -> Vec<f32> {
+    rows[..d].iter_mut().for_each(|v| *v = 0.0);
+    normalize_rows(&mut rows[d..], d);
+    rows
+}
+
 thread_local! {
     /// Working memory of the forward pass, kept between calls so a request
     /// does not map and fault in fresh pages (it grows to the largest need
@@ -100,21 +108,32 @@ impl Scorer {
             candle_core::bail!("a model of dimension 0");
         }
         let raw = values(&model.item, (n + 1) * d, "item")?;
-        // rows normalised as the model's item table does, row 0 zeroed
-        let mut unit = raw.clone();
-        unit[..d].iter_mut().for_each(|v| *v = 0.0);
-        normalize_rows(&mut unit[d..], d);
         let (table, unit_t) = if config.normalize {
-            (unit, None)
+            (unit_rows(raw, d), None)
         } else {
             let mut table = raw;
             table[..d].iter_mut().for_each(|v| *v = 0.0);
-            (table, Some(transpose(&unit, d)))
+            (table.clone(), Some(transpose(&unit_rows(table, d), d)))
         };
         let table_t = transpose(&table, d);
         let (weights, logit_scale) = Weights::from_model(model)?;
         let inv_temperature = config.temperature.map(|t| (1.0 / t) as f32);
         Ok(Self { config, table, table_t, unit_t, weights, logit_scale, inv_temperature })
+    }
+
+    /// The item table of `model` as a scorer of it scores with, without
+    /// building the scorer: (n_items + 1) × d values, row t =
+    /// `item_row(t)` bit for bit (row 0 zero). For copying the item
+    /// vectors elsewhere (an item index table).
+    pub fn item_table_of(model: &Recommender) -> Result<Vec<f32>> {
+        let (n, d) = (model.config.n_items, model.config.dim);
+        let mut table = values(&model.item, (n + 1) * d, "item")?;
+        if model.config.normalize {
+            table = unit_rows(table, d);
+        } else {
+            table[..d].iter_mut().for_each(|v| *v = 0.0);
+        }
+        Ok(table)
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -176,13 +195,18 @@ impl Scorer {
         if !self.hidden(history, h) {
             return false;
         }
+        self.scale_query(h);
+        true
+    }
+
+    /// Multiplies the logit scale or 1/temperature into a representation.
+    fn scale_query(&self, h: &mut [f32]) {
         if let Some(s) = self.logit_scale {
             h.iter_mut().for_each(|v| *v *= s);
         }
         if let Some(s) = self.inv_temperature {
             h.iter_mut().for_each(|v| *v *= s);
         }
-        true
     }
 
     /// The row of item token `t` (1..=n_items) that scores are taken
@@ -297,15 +321,53 @@ impl Scorer {
         if n == 0 {
             return false;
         }
-        let n_items = self.config.n_items as u64;
-        let tokens = history[start..].iter().map(|&t| t as usize).filter(|&t| (1..=n_items).contains(&(t as u64)));
+        let (n_items, d) = (self.config.n_items as u64, self.config.dim);
+        let rows = history[start..]
+            .iter()
+            .filter(|&&t| (1..=n_items).contains(&u64::from(t)))
+            .map(|&t| &self.table[t as usize * d..(t as usize + 1) * d]);
+        self.hidden_of_rows(rows, n, h);
+        true
+    }
+
+    /// The sequence representation after the `n` item rows `rows` (oldest
+    /// first, n ≤ max_len) into `h`.
+    fn hidden_of_rows<'r>(&self, rows: impl Iterator<Item = &'r [f32]>, n: usize, h: &mut [f32]) {
         match &self.weights {
-            Weights::SasRec { pos, layers, ln_final } => self.sasrec(tokens, n, pos, layers, ln_final, h),
+            Weights::SasRec { pos, layers, ln_final } => self.sasrec(rows, n, pos, layers, ln_final, h),
             Weights::Gru4Rec { input, hidden_t, hidden_b, padded } => {
-                self.gru4rec(tokens, n, input, hidden_t, hidden_b, padded, h)
+                self.gru4rec(rows, n, input, hidden_t, hidden_b, padded, h)
             }
         }
-        true
+    }
+
+    /// The query vector after a history given by its item rows instead of
+    /// its tokens: `rows` holds n × d values, oldest first, each row as
+    /// [`Scorer::item_row`] gives it (for example read back from an item
+    /// index table, `item_vectors`' output); only the latest max_len rows
+    /// count, a trailing partial row is ignored. Equals
+    /// [`Scorer::query_vector`] of those rows' tokens bit for bit; works on
+    /// the scorer of an encoder without its item table
+    /// ([`crate::model_file::encoder_from_parts`]). None for
+    /// no rows.
+    pub fn query_vector_of_rows(&self, rows: &[f32]) -> Option<Vec<f32>> {
+        let d = self.config.dim;
+        let all = rows.len() / d;
+        let n = all.min(self.config.max_len);
+        if n == 0 {
+            return None;
+        }
+        let mut h = vec![0.0; d];
+        self.hidden_of_rows(rows[(all - n) * d..all * d].chunks_exact(d), n, &mut h);
+        self.scale_query(&mut h);
+        Some(h)
+    }
+
+    /// `⟨query, row⟩` summed in the order [`Scorer::score_next`] sums a
+    /// column: the score an item of that row gets in the full ranking, bit
+    /// for bit (rows as [`Scorer::item_row`] gives them).
+    pub fn score_row(query: &[f32], row: &[f32]) -> f32 {
+        dot_in_order(query, row)
     }
 }
 

@@ -54,11 +54,12 @@ fn bias_gelu(u: &mut [f32], b: &[f32]) {
 }
 
 impl Scorer {
-    /// The representation after the n history tokens `tokens` (the final
-    /// layer norm of the last row) into `h` (d values).
-    pub(super) fn sasrec(
+    /// The representation after the n history rows `rows` (item rows as
+    /// the model uses them, oldest first; the final layer norm of the last
+    /// row) into `h` (d values).
+    pub(super) fn sasrec<'r>(
         &self,
-        tokens: impl Iterator<Item = usize>,
+        rows: impl Iterator<Item = &'r [f32]>,
         n: usize,
         pos: &[f32],
         layers: &[Layer],
@@ -76,8 +77,8 @@ impl Scorer {
             let (f, s) = rest.split_at_mut(nd);
             // item rows plus the absolute positions of the last n slots (left padding)
             let first = max_len - n;
-            for (r, (row, t)) in x.chunks_exact_mut(d).zip(tokens).enumerate() {
-                let (e, p) = (&self.table[t * d..(t + 1) * d], &pos[(first + r) * d..(first + r + 1) * d]);
+            for (r, (row, e)) in x.chunks_exact_mut(d).zip(rows).enumerate() {
+                let p = &pos[(first + r) * d..(first + r + 1) * d];
                 row.iter_mut().zip(e).zip(p).for_each(|((o, &e), &p)| *o = e + p);
             }
             dispatch(
