@@ -389,10 +389,21 @@ CREATE TABLE tfllmer.item_index_store (
     FOREIGN KEY (model_name, version) REFERENCES tfllmer.model_store ON DELETE CASCADE
 );
 ALTER TABLE tfllmer.item_index_store ENABLE ROW LEVEL SECURITY;
+-- (rows only for a model version the role can see, naming an ordinary
+-- table of schema tfllmer_items that the role owns: a row cannot point
+-- another role's recommend() at a relation of the writer's choosing;
+-- recommend() checks the same before it uses a row)
 CREATE POLICY item_index_store_owner ON tfllmer.item_index_store
     USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
                    WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
-    WITH CHECK (owner = tfllmer.current_role_oid());
+    WITH CHECK (owner = tfllmer.current_role_oid()
+                AND EXISTS (SELECT 1 FROM tfllmer.model_store m
+                            WHERE m.model_name = item_index_store.model_name
+                              AND m.version = item_index_store.version AND m.owner = item_index_store.owner)
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                            WHERE c.oid = index_table AND c.relkind = 'r'
+                              AND c.relnamespace = 'tfllmer_items'::regnamespace
+                              AND c.relowner = tfllmer.current_role_oid()));
 GRANT SELECT, INSERT, UPDATE, DELETE ON tfllmer.item_index_store TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('tfllmer.item_index_store', '');
 

@@ -40,6 +40,11 @@ fn create_item_index(
     let options = IndexOptions::parse(&required(options, "options").0);
     require_primary("create_item_index");
     item_index::require_pgvector();
+    if newest_version(model_name).is_none() {
+        raise_no_version(model_name);
+    }
+    // a version stored meanwhile waits for this index, then gets its own
+    item_index::lock_model(model_name);
     let Some(key) = newest_version(model_name) else { raise_no_version(model_name) };
     if item_index::index_of(model_name, key.version).is_some() {
         raise_with_hint(

@@ -19,7 +19,7 @@ use tfllmer_core::vocabulary::Vocabulary;
 
 use super::errors::{raise, raise_with_hint, Code};
 use super::relation::quote_ident;
-use super::spi::{first_value, prepared, spi_failed, write_returning};
+use super::spi::{first_value, in_own_memory, prepared, spi_failed, write_returning};
 
 /// The schema the index tables live in (created by the extension).
 pub const SCHEMA: &str = "tfllmer_items";
@@ -130,7 +130,7 @@ impl IndexOptions {
                 "ef_construction" => out.ef_construction = int(key, value, 4..=1000),
                 "ef_search" => out.ef_search = int(key, value, 1..=MAX_EF_SEARCH as i64),
                 "maintenance_work_mem" => match value.as_str() {
-                    Some(v) if !v.is_empty() => out.maintenance_work_mem = Some(v.to_string()),
+                    Some(v) if valid_memory_setting(v) => out.maintenance_work_mem = Some(v.to_string()),
                     _ => bad(format!("maintenance_work_mem must be a memory size such as '1GB', got {value}")),
                 },
                 other => bad(format!(
@@ -156,6 +156,26 @@ impl IndexOptions {
     }
 }
 
+/// Whether `value` is a valid maintenance_work_mem (checked by
+/// PostgreSQL without changing the setting).
+fn valid_memory_setting(value: &str) -> bool {
+    let Ok(value) = CString::new(value) else { return false };
+    // SAFETY: valid C strings; changeVal false only validates; elevel
+    // DEBUG1 reports a bad value as a 0 return instead of an ERROR
+    unsafe {
+        pg_sys::set_config_option(
+            c"maintenance_work_mem".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            false,
+            pgrx::PgLogLevel::DEBUG1 as i32,
+            false,
+        ) > 0
+    }
+}
+
 /// Whether this database's catalog has item indexes (a catalog older than
 /// 0.4.0, before ALTER EXTENSION UPDATE, has not). A syscache lookup, cheap
 /// enough for every request.
@@ -177,7 +197,13 @@ pub struct IndexTable {
 }
 
 /// The index table of `version` of `model_name` the caller can see (row
-/// level security), if any.
+/// level security), if any. Only a sound row counts: its table is an
+/// ordinary table of schema tfllmer_items owned by the row's owner, who
+/// owns the model version too, with an `embedding` column of the model's
+/// width. Any other row (written by hand, or by another role that shares a
+/// group with the caller) is ignored, as is a row whose table is gone (a
+/// transaction whose snapshot still sees a version two switches old): the
+/// exact path serves then.
 pub fn index_of(model_name: &str, version: i32) -> Option<IndexTable> {
     if !catalog_has_indexes() {
         return None;
@@ -186,8 +212,14 @@ pub fn index_of(model_name: &str, version: i32) -> Option<IndexTable> {
         // planned once per backend: this runs on every recommendation
         let statement = prepared(
             client,
-            "SELECT index_table::oid, (options->>'ef_search')::int8, n_items FROM tfllmer.item_index_store
-              WHERE model_name = $1 AND version = $2",
+            "SELECT i.index_table::oid, (i.options->>'ef_search')::int8, i.n_items
+               FROM tfllmer.item_index_store i
+               JOIN tfllmer.model_store m ON m.model_name = i.model_name AND m.version = i.version
+               JOIN pg_catalog.pg_class c ON c.oid = i.index_table
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = 'embedding' AND NOT a.attisdropped
+              WHERE i.model_name = $1 AND i.version = $2
+                AND c.relkind = 'r' AND c.relnamespace = 'tfllmer_items'::regnamespace
+                AND c.relowner = i.owner::oid AND i.owner = m.owner AND a.atttypmod = m.dim AND i.dim = m.dim",
             &[PgOid::BuiltIn(PgBuiltInOids::TEXTOID), PgOid::BuiltIn(PgBuiltInOids::INT4OID)],
         )?;
         let rows = client.select(&*statement, Some(1), &[model_name.into(), version.into()])?;
@@ -195,22 +227,7 @@ pub fn index_of(model_name: &str, version: i32) -> Option<IndexTable> {
         Ok::<_, pgrx::spi::Error>(Some((row.get::<pg_sys::Oid>(1)?, row.get::<i64>(2)?, row.get::<i64>(3)?)))
     })
     .unwrap_or_else(|e| spi_failed(e))?;
-    let (Some(oid), ef_search, Some(n_items)) = found else {
-        raise(
-            Code::ERRCODE_DATA_CORRUPTED,
-            format!("model \"{model_name}\" version {version}: a broken item index row"),
-        )
-    };
-    if !super::backend::relation_exists(oid) {
-        raise_with_hint(
-            Code::ERRCODE_UNDEFINED_TABLE,
-            format!("the item index table of model \"{model_name}\" version {version} no longer exists"),
-            format!(
-                "Rebuild it: SELECT tfllmer.drop_item_index('{0}'); SELECT tfllmer.create_item_index('{0}');",
-                model_name.replace('\'', "''")
-            ),
-        );
-    }
+    let (Some(oid), ef_search, Some(n_items)) = found else { return None };
     let ef_search = ef_search.unwrap_or(IndexOptions::default().ef_search as i64).clamp(1, MAX_EF_SEARCH as i64);
     Some(IndexTable { oid, ef_search: ef_search as usize, n_items })
 }
@@ -243,12 +260,18 @@ pub struct ServingIndex {
     rows_query: String,
     /// the best rows for a query vector: $1 the vector as real[], $2 how many
     nearest_query: String,
-    /// the same by cosine distance
+    /// the same by a scan of the whole table (an order no index gives; ties
+    /// by item id, as the exact path breaks them)
+    exact_query: String,
+    /// by cosine distance (a scan of the whole table: the index orders by
+    /// inner product)
     cosine_query: String,
+    /// dim of the model (every row read is checked against it)
+    dim: usize,
 }
 
 impl ServingIndex {
-    pub fn new(table: IndexTable, model_name: &str) -> Self {
+    pub fn new(table: IndexTable, model_name: &str, dim: usize) -> Self {
         let pgvector = require_pgvector();
         let quoted = qualified_name(table.oid, model_name);
         let vector = &pgvector.schema;
@@ -258,10 +281,15 @@ impl ServingIndex {
                 "SELECT item_id, embedding::real[] FROM {quoted}
                   ORDER BY embedding OPERATOR({vector}.<#>) $1::{vector}.vector LIMIT $2"
             ),
+            exact_query: format!(
+                "SELECT item_id, embedding::real[] FROM {quoted}
+                  ORDER BY (embedding OPERATOR({vector}.<#>) $1::{vector}.vector) + 0, item_id LIMIT $2"
+            ),
             cosine_query: format!(
                 "SELECT item_id, embedding::real[] FROM {quoted}
-                  ORDER BY embedding OPERATOR({vector}.<=>) $1::{vector}.vector LIMIT $2"
+                  ORDER BY embedding OPERATOR({vector}.<=>) $1::{vector}.vector, item_id LIMIT $2"
             ),
+            dim,
             table,
             pgvector,
         }
@@ -324,10 +352,15 @@ impl ServingIndex {
             settings.push(("hnsw.iterative_scan", "strict_order".to_string()));
             settings.push(("hnsw.max_scan_tuples", (2 * limit).max(20_000).to_string()));
         }
-        if exact {
-            settings.push(("enable_indexscan", "off".to_string()));
-        }
-        let statement = if cosine { &self.cosine_query } else { &self.nearest_query };
+        // planned for each request: the session's planner settings count
+        // (SET enable_indexscan = off compares the index with pgvector's
+        // exact scan), and a kept generic plan never fixes the path
+        settings.push(("plan_cache_mode", "force_custom_plan".to_string()));
+        let statement = match (cosine, exact) {
+            (true, _) => &self.cosine_query,
+            (false, true) => &self.exact_query,
+            (false, false) => &self.nearest_query,
+        };
         with_settings(&settings, || {
             self.select(
                 statement,
@@ -393,6 +426,15 @@ impl ServingIndex {
         args: &[pgrx::datum::DatumWithOid<'_>],
         types: &[PgBuiltInOids],
     ) -> Vec<(i64, Vec<f32>)> {
+        in_own_memory("tfllmer index read", || self.select_in(query, args, types))
+    }
+
+    fn select_in(
+        &self,
+        query: &str,
+        args: &[pgrx::datum::DatumWithOid<'_>],
+        types: &[PgBuiltInOids],
+    ) -> Vec<(i64, Vec<f32>)> {
         Spi::connect(|client| {
             let types: Vec<PgOid> = types.iter().map(|&t| PgOid::BuiltIn(t)).collect();
             let statement = prepared(client, query, &types)?;
@@ -400,6 +442,12 @@ impl ServingIndex {
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 if let (Some(id), Some(v)) = (row.get::<i64>(1)?, row.get::<Vec<f32>>(2)?) {
+                    if v.len() != self.dim {
+                        raise(
+                            Code::ERRCODE_DATA_CORRUPTED,
+                            format!("item index table: item {id} has {} values, the model {}", v.len(), self.dim),
+                        );
+                    }
                     out.push((id, v));
                 }
             }
@@ -409,15 +457,25 @@ impl ServingIndex {
     }
 }
 
+thread_local! {
+    /// Whether this backend has loaded pgvector's library.
+    static VECTOR_LOADED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f` with configuration settings changed for its duration only (as
 /// a function's SET clause does): restored afterwards, and by the abort of
 /// an ERROR.
 fn with_settings<R>(settings: &[(&str, String)], f: impl FnOnce() -> R) -> R {
     // pgvector's settings exist once its library is loaded; load it first
     // so they are set as themselves, not as placeholders
-    // SAFETY: loads a library of $libdir by name (as a query using the
-    // vector type would); an ERROR if it is missing
-    unsafe { pg_sys::load_file(c"$libdir/vector".as_ptr(), false) };
+    VECTOR_LOADED.with(|loaded| {
+        if !loaded.get() {
+            // SAFETY: loads a library by name from dynamic_library_path, as
+            // a query using the vector type would; an ERROR if it is missing
+            unsafe { pg_sys::load_file(c"vector".as_ptr(), false) };
+            loaded.set(true);
+        }
+    });
     // SAFETY: a GUC nest level opened here and closed below (an ERROR in
     // between is cleaned up by the transaction's abort)
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
@@ -566,7 +624,17 @@ fn drop_older(model_name: &str, version: i32) {
         &[model_name.into(), version.into()],
     );
     if let Some(keep_from) = keep_from {
-        drop_where(model_name, Some(keep_from));
+        // never wait long for readers of an old table (a pg_dump, a long
+        // transaction): it is dropped at the next switch instead
+        let dropped = super::xact::subtransaction(|| {
+            with_settings(&[("lock_timeout", "2s".to_string())], || drop_where(model_name, Some(keep_from)))
+        });
+        if let Err(e) = dropped {
+            super::errors::notice_with_hint(
+                format!("the item index tables of model \"{model_name}\" before version {keep_from} stay for now: {e}"),
+                "They are dropped when the next version's index is built, or by tfllmer.drop_item_index().",
+            );
+        }
     }
 }
 
@@ -603,6 +671,18 @@ pub fn drop_where(model_name: &str, before: Option<i32>) -> usize {
         }
     }
     tables.len()
+}
+
+/// Locks the model's name row until the transaction ends: an index being
+/// created and a version being stored wait for each other, so the version
+/// stored next always sees an index that was committed before it.
+pub fn lock_model(model_name: &str) {
+    Spi::connect_mut(|client| {
+        client
+            .update("SELECT 1 FROM tfllmer.model_names WHERE model_name = $1 FOR UPDATE", None, &[model_name.into()])
+            .map(|_| ())
+    })
+    .unwrap_or_else(|e| spi_failed(e));
 }
 
 /// The options of the newest index of `model_name`, when it has one: a

@@ -207,8 +207,8 @@ fn load_whole(name: &str, key: VersionKey) -> ReadyModel {
 
 /// A version served through its item index table: the encoder alone.
 fn load_indexed(name: &str, key: VersionKey, index: IndexTable) -> ReadyModel {
-    let serving = ServingIndex::new(index, name);
     let (meta, encoder) = load_encoder(name, key.version);
+    let serving = ServingIndex::new(index, name, meta.config.dim);
     let scorer = Scorer::from_model(&encoder).unwrap_or_else(|e| unloadable(name, key, &e));
     ReadyModel {
         name: name.to_string(),
@@ -230,9 +230,17 @@ fn unloadable(name: &str, key: VersionKey, e: &tfllmer_train::Error) -> ! {
     )
 }
 
-/// Says once per load when a large model is held whole by this backend.
+thread_local! {
+    /// Models this backend has said it holds whole (once per connection).
+    static ADVISED: RefCell<std::collections::HashSet<String>> = RefCell::new(Default::default());
+}
+
+/// Says once per connection and model when a large model is held whole by
+/// this backend.
 fn advise_index(name: &str, scorer: &Scorer) {
-    if (scorer.n_items() as i64) < item_index::ADVISE_ITEMS {
+    if (scorer.n_items() as i64) < item_index::ADVISE_ITEMS
+        || !ADVISED.with(|a| a.borrow_mut().insert(name.to_string()))
+    {
         return;
     }
     notice_with_hint(

@@ -11,7 +11,7 @@ use tfllmer_train::DType;
 use super::catalog::catalog_is_current;
 use super::errors::{raise, raise_with_hint, Code};
 use super::jobs::{self, JobState};
-use super::spi::{first_value, prepared, spi_failed, write_returning};
+use super::spi::{first_value, in_own_memory, prepared, spi_failed, write_returning};
 
 pub fn parse_backbone(name: &str) -> Option<Backbone> {
     match name {
@@ -95,6 +95,11 @@ pub struct VersionMeta {
 /// out-of-range value where a trained version always has one is corrupt
 /// (XX001, naming the column), never a silent default.
 fn read_version(name: &str, version: Option<i32>, blobs: bool) -> (VersionMeta, Option<Blobs>) {
+    // the weights are detoasted (and copied) by PostgreSQL: free that copy at once
+    in_own_memory("tfllmer model read", || read_version_in(name, version, blobs))
+}
+
+fn read_version_in(name: &str, version: Option<i32>, blobs: bool) -> (VersionMeta, Option<Blobs>) {
     struct Row {
         version: Option<i32>,
         backbone: Option<String>,
@@ -210,6 +215,10 @@ pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
 /// those ranges). Returns the model's description (with its real n_items)
 /// and the encoder (a model of n_items 0).
 pub fn load_encoder(name: &str, version: i32) -> (VersionMeta, Recommender) {
+    in_own_memory("tfllmer encoder read", || load_encoder_in(name, version))
+}
+
+fn load_encoder_in(name: &str, version: i32) -> (VersionMeta, Recommender) {
     let (meta, _) = read_version(name, Some(version), false);
     let corrupt = |what: String| -> ! { raise_corrupt(name, version, what) };
     let range = |from: usize, len: usize| -> Vec<u8> {

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use pgrx::datum::{DatumWithOid, FromDatum, IntoDatum};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult};
+use pgrx::PgMemoryContexts;
 
 use super::errors::{raise, Code};
 
@@ -85,6 +86,19 @@ pub fn write_returning<A: FromDatum + IntoDatum>(query: &str, args: &[DatumWithO
         }
     })
     .unwrap_or_else(|e| spi_failed(e))
+}
+
+/// Runs `f` in a memory context of its own, deleted when `f` returns:
+/// whatever PostgreSQL allocates meanwhile (a detoasted blob, SPI's copies
+/// of returned values) is freed at once instead of living as long as the
+/// caller's context (for a set-returning function called for each row of
+/// a query: until the query ends). `f` returns Rust values only.
+pub fn in_own_memory<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    let mut context = PgMemoryContexts::new(name);
+    // SAFETY: an owned context made just now, a child of the current one
+    // (deleted with it by an ERROR's cleanup too); nothing allocated in it
+    // is referenced after `f` returns
+    unsafe { context.switch_to(|_| f()) }
 }
 
 thread_local! {

@@ -40,6 +40,43 @@ pub fn transaction<R>(body: impl FnOnce() -> R) -> Result<R, String> {
     result
 }
 
+/// Runs `body` in a subtransaction of the open transaction: a PostgreSQL
+/// ERROR or a panic inside rolls back what `body` did (and only that) and
+/// comes back as the error's message; otherwise its work stays in the
+/// transaction. (The pattern of PL/Python's `plpy.subtransaction`.)
+pub fn subtransaction<R>(body: impl FnOnce() -> R) -> Result<R, String> {
+    // SAFETY: inside a transaction, on the main thread; the memory context
+    // and resource owner are restored as PostgreSQL's PLs restore them
+    let (context, owner) = unsafe {
+        let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(saved.0);
+        saved
+    };
+    let result = PgTryBuilder::new(AssertUnwindSafe(move || {
+        let value = body();
+        // SAFETY: releases the subtransaction begun above
+        unsafe {
+            pg_sys::ReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        }
+        Ok(value)
+    }))
+    .catch_others(|e| Err(caught_message(&e)))
+    .execute();
+    if result.is_err() {
+        // SAFETY: the subtransaction begun above is still open (its body
+        // failed); rolling it back returns to the outer transaction
+        unsafe {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        }
+    }
+    result
+}
+
 /// Rolls back a transaction left open by an unwinding panic (a worker
 /// that caught one outside [`transaction`]).
 pub fn abort_open_transaction() {

@@ -30,7 +30,7 @@ use crate::postgres::jobs::JobState;
 use crate::postgres::models::{self, parse_backbone, NewVersion};
 use crate::postgres::relation::readable_relation;
 use crate::postgres::sql_types::{RegClass, SqlName};
-use crate::postgres::xact::transaction;
+use crate::postgres::xact::{subtransaction, transaction};
 
 pub(super) fn run_job(job_id: i64, start: &WorkerStart) -> Outcome {
     // act as the caller; name ourselves so that liveness checks find us
@@ -248,13 +248,39 @@ fn save(job_id: i64, version: &NewVersion<'_>, model: &Recommender, items: &Voca
         return JobState::Cancelled;
     }
     let number = models::insert_version(version);
-    if let Some(options) = item_index::options_of(version.model_name) {
-        if item_index::pgvector().is_some() {
-            let rows = Scorer::item_table_of(model)
-                .unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, tfllmer_train::error_message(&e)));
-            item_index::build(version.model_name, number, job_id, &rows, model.config.dim, items, &options);
-        }
-    }
+    let index_note = index_new_version(version.model_name, number, job_id, model, items);
     job::mark_succeeded(job_id, number);
+    if let Some(note) = index_note {
+        job::add_detail(job_id, &note);
+    }
     JobState::Succeeded
+}
+
+/// Builds the item index of a new version when the model has one, in a
+/// subtransaction: an index that cannot be built (pgvector dropped, CREATE
+/// on tfllmer_items revoked, a full disk) never costs the trained version,
+/// which the exact path then serves. Returns what the job's detail should
+/// say about it.
+fn index_new_version(
+    model_name: &str,
+    version: i32,
+    job_id: i64,
+    model: &Recommender,
+    items: &Vocabulary,
+) -> Option<String> {
+    // serialises with a create_item_index of the same model
+    item_index::lock_model(model_name);
+    let options = item_index::options_of(model_name)?;
+    if item_index::pgvector().is_none() {
+        return Some("no item index for this version: extension \"vector\" is no longer installed".to_string());
+    }
+    let built = subtransaction(|| {
+        let rows = Scorer::item_table_of(model)
+            .unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, tfllmer_train::error_message(&e)));
+        item_index::build(model_name, version, job_id, &rows, model.config.dim, items, &options)
+    });
+    Some(match built {
+        Ok(b) => format!("item index {} built in {:.1} s", b.table, b.build_ms / 1000.0),
+        Err(e) => format!("no item index for this version (the exact path serves it): {e}"),
+    })
 }

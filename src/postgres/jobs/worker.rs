@@ -194,3 +194,12 @@ pub fn mark_succeeded(job_id: i64, version: i32) {
     )
     .unwrap_or_else(|e| spi_failed(e));
 }
+
+/// Appends a sentence to the job's detail (what the job chose or did).
+pub fn add_detail(job_id: i64, note: &str) {
+    Spi::run_with_args(
+        "UPDATE tfllmer.job_store SET detail = coalesce(detail || '; ', '') || $2 WHERE job_id = $1",
+        &[job_id.into(), note.into()],
+    )
+    .unwrap_or_else(|e| spi_failed(e));
+}
