@@ -22,9 +22,11 @@
 #      (1 client each)
 #
 # usage: bench/item_index.sh
-# env: USERS (200000), ITEMS (1000000), INTERACTIONS (20000000), DIM (128),
+# env: REUSE=1 (start from the trained model of the previous run's cluster),
+#      USERS (200000), ITEMS (1000000), INTERACTIONS (20000000), DIM (128),
 #      RUN_SECONDS (60), RECALL_USERS (500), SHARED_BUFFERS (2GB),
-#      INDEX_OPTIONS (create_item_index's options, default
+#      SWEEP (ef_search values to measure recall and latency at, e.g.
+#      "40 100 200 400"), INDEX_OPTIONS (create_item_index's options, default
 #      {"maintenance_work_mem": "2GB"}), DATA_ROOT (/tmp/tfllmer-scale)
 set -euo pipefail
 export TFLLMER_PG="${TFLLMER_PG:-18}"
@@ -47,16 +49,25 @@ install_extension release
 cluster=/tmp/tfllmer-bench-index
 standby=/tmp/tfllmer-bench-index-standby
 export TFLLMER_LOOPBACK=1
-cluster_start "$cluster"
 work=$(mktemp -d)
 chmod 755 "$work"
 trap 'cluster_stop "$standby"; cluster_stop "$cluster"; rm -rf "$work"' EXIT
+if [ -n "${REUSE:-}" ] && [ -f "$cluster/trained" ]; then
+    # REUSE=1: the cluster of an earlier run, its model trained (steps 2 on)
+    cluster_stop "$cluster"
+    port=$(free_port)
+    as_root runuser -u "$PG_OS_USER" -- "$PG_BIN/pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w \
+        -o "$(server_options "$cluster" "$port")" start >/dev/null
+    export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres PGDATABASE=bench_index
+    psql_q -c "DROP TABLE IF EXISTS sample, exact_answers, index_answers, scan_answers" \
+        -c "SELECT tfllmer.drop_item_index('m')" >/dev/null
+    echo "reusing the trained model of $cluster"
+else
+cluster_start "$cluster"
 psql_q -d postgres -c "ALTER SYSTEM SET shared_buffers = '${SHARED_BUFFERS:-2GB}'" \
     -c "ALTER SYSTEM SET wal_level = replica" -c "ALTER SYSTEM SET max_wal_senders = 4"
 cluster_restart "$cluster"
 export PGHOST=127.0.0.1 PGDATABASE=bench_index
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'); $($PG_BIN/postgres --version); shared_buffers ${SHARED_BUFFERS:-2GB}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "data: $(tr -d '\n' < "$data/stats.json" | tr -s ' ')"
 psql_q -d postgres -c "CREATE DATABASE bench_index"
 PGDATABASE=bench_index "$python" scripts/load_dataset.py "$data" >/dev/null
 psql_q -c "CREATE EXTENSION vector" -c "CREATE EXTENSION tfllmer"
@@ -71,6 +82,10 @@ SQL
 job=$(psql_q -A -t -c "SELECT tfllmer.train('m', 'interactions', init => 'e', options =>
         '{\"epochs\": 1, \"max_len\": 50, \"threads\": 2, \"loss\": \"sampled_softmax\", \"negatives\": 256}')")
 psql_q -A -t -c "SELECT tfllmer.wait_job($job)" >/dev/null
+as_root touch "$cluster/trained"
+fi
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'); $($PG_BIN/postgres --version); shared_buffers ${SHARED_BUFFERS:-2GB}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "data: $(tr -d '\n' < "$data/stats.json" | tr -s ' ')"
 psql_q -c "SELECT model_name, version, n_items, dim, max_len, round(test_ndcg10::numeric, 4) AS test_ndcg10,
                   pg_size_pretty(size_bytes) AS stored FROM tfllmer.models"
 read -r min_user max_user < <(psql_q -A -t -F ' ' -c "SELECT min(user_id), max(user_id) FROM interactions")
@@ -121,7 +136,7 @@ psql_q -c "CREATE TABLE sample AS SELECT user_id FROM (SELECT DISTINCT user_id F
            ORDER BY hashint8(user_id) LIMIT $recall_users"
 answers() {  # answers TABLE [SETTING]: the sample's top 10s into TABLE
     psql_q -A -t <<SQL
-$2
+${2:-}
 \timing on
 CREATE TABLE $1 AS SELECT s.user_id, array_agg(r.item_id ORDER BY r.score DESC, r.item_id) AS items
 FROM sample s, tfllmer.recommend('m', s.user_id, k => 10) r GROUP BY s.user_id;
@@ -131,7 +146,9 @@ SQL
 echo
 echo "## exact path (no item index)"
 mem_exact=$(backend_memory)
+echo "memory (KiB RssAnon Pss: after LOAD, 1, 200 requests): $mem_exact"
 read -r tps_exact p50_exact p99_exact n_exact <<< "$(bench_run 127.0.0.1 "$PGPORT" 2 exact)"
+echo "pgbench: $tps_exact TPS, p50 $p50_exact ms, p99 $p99_exact ms, $n_exact requests"
 echo "answers of the sample ($recall_users users) by the exact path:"
 answers exact_answers
 
@@ -144,7 +161,9 @@ FROM tfllmer.create_item_index('m', options => '$index_options');
 SELECT 'table and indexes: ' || pg_size_pretty(size_bytes) FROM tfllmer.item_indexes;
 SQL
 mem_index=$(backend_memory)
+echo "memory (KiB RssAnon Pss: after LOAD, 1, 200 requests): $mem_index"
 read -r tps_index p50_index p99_index n_index <<< "$(bench_run 127.0.0.1 "$PGPORT" 2 index)"
+echo "pgbench: $tps_index TPS, p50 $p50_index ms, p99 $p99_index ms, $n_index requests"
 echo "answers of the sample by the index, and by pgvector's exact scan of the same table (enable_indexscan off):"
 answers index_answers
 answers scan_answers "SET enable_indexscan = off;"
@@ -172,6 +191,28 @@ SELECT count(*) AS users,
                  / cardinality(s.items)), 4) AS recall_at_10_vs_exact_scan,
        count(*) FILTER (WHERE s.items = e.items) AS exact_scan_equals_exact_path
 FROM index_answers i JOIN exact_answers e USING (user_id) JOIN scan_answers s USING (user_id)"
+
+if [ -n "${SWEEP:-}" ]; then
+    echo
+    echo "## the search list: recall@10 (vs the exact path) and pgbench (2 clients) for each ef_search"
+    echo "| ef_search | recall@10 | same top 10 | TPS | p50 (ms) | p99 (ms) |"
+    echo "|---|---|---|---|---|---|"
+    for ef in $SWEEP; do
+        # the index's option, as its owner may change it (each connection
+        # takes it from its next call)
+        psql_q -c "UPDATE tfllmer.item_index_store SET options = options || jsonb_build_object('ef_search', $ef)
+                   WHERE model_name = 'm'" -c "DROP TABLE IF EXISTS ef_answers"
+        answers ef_answers >/dev/null
+        read -r recall same < <(psql_q -A -t -F ' ' -c "
+            SELECT round(avg(cardinality(ARRAY(SELECT unnest(i.items) INTERSECT SELECT unnest(e.items)))::numeric
+                             / cardinality(e.items)), 4), count(*) FILTER (WHERE i.items = e.items)
+            FROM ef_answers i JOIN exact_answers e USING (user_id)")
+        read -r tps p50 p99 n <<< "$(bench_run 127.0.0.1 "$PGPORT" 2 "ef$ef")"
+        echo "| $ef | $recall | $same of $recall_users | $tps | $p50 | $p99 |"
+    done
+    psql_q -c "UPDATE tfllmer.item_index_store SET options = options - 'ef_search' || jsonb_build_object('ef_search', 100)
+               WHERE model_name = 'm'"
+fi
 
 echo
 echo "## hot standby"

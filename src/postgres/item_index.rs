@@ -160,8 +160,8 @@ impl IndexOptions {
 /// PostgreSQL without changing the setting).
 fn valid_memory_setting(value: &str) -> bool {
     let Ok(value) = CString::new(value) else { return false };
-    // SAFETY: valid C strings; changeVal false only validates; elevel
-    // DEBUG1 reports a bad value as a 0 return instead of an ERROR
+    // SAFETY: valid C strings; changeVal false only validates (-1: valid,
+    // not applied); elevel DEBUG1 reports a bad value as 0, not an ERROR
     unsafe {
         pg_sys::set_config_option(
             c"maintenance_work_mem".as_ptr(),
@@ -172,7 +172,7 @@ fn valid_memory_setting(value: &str) -> bool {
             false,
             pgrx::PgLogLevel::DEBUG1 as i32,
             false,
-        ) > 0
+        ) != 0
     }
 }
 

@@ -84,8 +84,10 @@ impl ReadyModel {
         }
     }
 
-    fn index_oid(&self) -> Option<pg_sys::Oid> {
-        self.index().map(|i| i.table.oid)
+    /// What the cache compares: the index table and its search list (an
+    /// UPDATE of the index's ef_search counts from the next call).
+    fn index_key(&self) -> Option<(pg_sys::Oid, usize)> {
+        self.index().map(|i| (i.table.oid, i.table.ef_search))
     }
 }
 
@@ -107,9 +109,9 @@ impl Cache {
 
     /// The cached model if it is `key` served by index table `index`; a
     /// cached other one is dropped.
-    fn get(&mut self, name: &str, key: VersionKey, index: Option<pg_sys::Oid>) -> Option<Rc<ReadyModel>> {
+    fn get(&mut self, name: &str, key: VersionKey, index: Option<(pg_sys::Oid, usize)>) -> Option<Rc<ReadyModel>> {
         let stale = match self.entries().get_mut(name) {
-            Some(entry) if entry.model.key == key && entry.model.index_oid() == index => {
+            Some(entry) if entry.model.key == key && entry.model.index_key() == index => {
                 entry.hits += 1;
                 return Some(entry.model.clone());
             }
@@ -173,7 +175,7 @@ pub fn ready_model(name: &str) -> Rc<ReadyModel> {
     if let Some(model) = CACHE.with(|c| {
         let mut cache = c.borrow_mut();
         cache.shrink_to(limit);
-        cache.get(name, key, index.as_ref().map(|i| i.oid))
+        cache.get(name, key, index.as_ref().map(|i| (i.oid, i.ef_search)))
     }) {
         return model;
     }

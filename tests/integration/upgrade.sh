@@ -124,6 +124,10 @@ SELECT line FROM (
                                    FROM unnest(e.extconfig) c)
     FROM pg_extension e WHERE e.extname = 'tfllmer'
     UNION ALL
+    SELECT format('schema %s acl %s', n.nspname, coalesce(n.nspacl::text, '-')) FROM pg_namespace n
+    JOIN pg_depend d ON d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e'
+    JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'tfllmer'
+    UNION ALL
     SELECT 'schema acl ' || coalesce(n.nspacl::text, '-') FROM pg_namespace n WHERE n.nspname = 'tfllmer'
 ) everything ORDER BY line
 SQL

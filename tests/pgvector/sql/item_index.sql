@@ -52,7 +52,7 @@ SELECT u AS user_id, tfllmer.user_vector('walker', u) AS q FROM generate_series(
 -- an HNSW index on inner product (the items are unit length: the same
 -- order as cosine).
 SELECT model_name, version, index_table LIKE 'tfllmer_items.items_%' AS in_schema, n_items
-FROM tfllmer.create_item_index('walker', options => '{"m": 8, "ef_construction": 32}');
+FROM tfllmer.create_item_index('walker', options => '{"m": 8, "ef_construction": 32, "maintenance_work_mem": "64MB"}');
 SELECT model_name, version, owner = current_user AS mine, method, options, n_items, dim, size_bytes > 0 AS has_size,
        is_current
 FROM tfllmer.item_indexes;
@@ -125,9 +125,17 @@ SELECT * FROM tfllmer.create_item_index('walker', method => 'ivfflat');
 SELECT * FROM tfllmer.create_item_index('walker', options => '{"m": 1}');
 SELECT * FROM tfllmer.create_item_index('walker', options => '{"ef_construction": 8, "m": 16}');
 SELECT * FROM tfllmer.create_item_index('walker', options => '{"lists": 100}');
+SELECT * FROM tfllmer.create_item_index('walker', options => '{"maintenance_work_mem": "lots"}');
 SELECT * FROM tfllmer.create_item_index('nobody');
 SELECT * FROM tfllmer.create_item_index(NULL);
 SELECT tfllmer.drop_item_index('nobody');
+
+-- An index table dropped by hand is not an error: the exact path serves
+-- that version until the index is built again.
+SELECT format('tfllmer_items.%I', c.relname) AS current_table FROM tfllmer.item_index_store s
+JOIN pg_class c ON c.oid = s.index_table WHERE s.version = 3 \gset
+DROP TABLE :current_table;
+SELECT count(*) AS recommended FROM tfllmer.recommend('walker', 1);
 
 -- drop_item_index: the tables go, recommend() scores every item again
 SELECT tfllmer.drop_item_index('walker');
@@ -140,17 +148,17 @@ SELECT count(*) AS recommended FROM tfllmer.recommend('walker', 1);
 -- index still serves recommend() by inner product; similar_items() compares
 -- directions (cosine), which an inner-product index does not order, so it
 -- scans the table. Both answer as the exact path.
-SELECT tfllmer.train('raw', 'walks', backbone => 'gru4rec', normalize => false,
+SELECT tfllmer.train('raw', 'walks', backbone => 'gru4rec', "normalize" => false,
        options => '{"epochs": 2, "batch_size": 16, "max_len": 12}') AS job \gset
 SELECT tfllmer.wait_job(:job);
 CREATE TABLE raw_exact AS
 SELECT u AS user_id,
        (SELECT array_agg(item_id ORDER BY score DESC, item_id) FROM tfllmer.recommend('raw', u, k => 5)) AS top,
-       (SELECT array_agg(item_id ORDER BY score DESC, item_id) FROM tfllmer.similar_items('raw', 1 + u % 30, k => 5)) AS similar
+       (SELECT array_agg(item_id ORDER BY score DESC, item_id) FROM tfllmer.similar_items('raw', 1 + u % 30, k => 5)) AS alike
 FROM generate_series(1, 80) u;
 SELECT version FROM tfllmer.create_item_index('raw');
 SELECT count(*) FILTER (WHERE top = (SELECT array_agg(item_id ORDER BY score DESC, item_id) FROM tfllmer.recommend('raw', user_id, k => 5))) AS same_top,
-       count(*) FILTER (WHERE similar = (SELECT array_agg(item_id ORDER BY score DESC, item_id) FROM tfllmer.similar_items('raw', 1 + user_id % 30, k => 5))) AS same_similar
+       count(*) FILTER (WHERE alike = (SELECT array_agg(item_id ORDER BY score DESC, item_id) FROM tfllmer.similar_items('raw', 1 + user_id % 30, k => 5))) AS same_similar
 FROM raw_exact;
 SELECT tfllmer.drop_model('raw');
 DROP TABLE raw_exact;
@@ -175,6 +183,27 @@ SELECT count(*) FROM :alices_table;
 SELECT * FROM tfllmer.recommend('alices', 1);
 SELECT tfllmer.drop_item_index('alices');
 RESET ROLE;
+-- A catalog row cannot point anyone at another relation: row-level
+-- security takes rows only for the writer's own model versions, naming a
+-- table of schema tfllmer_items the writer owns.
+SET ROLE tfllmer_bob;
+CREATE TEMP TABLE decoy (item_id bigint, embedding real[]);
+INSERT INTO tfllmer.item_index_store (model_name, version, index_table, method, options, n_items, dim, build_ms)
+VALUES ('alices', 1, 'decoy', 'hnsw', '{}', 1, 4, 0);
+DROP TABLE decoy;
+RESET ROLE;
+-- A new version whose index cannot be built is stored all the same, served
+-- by the exact path, and the job says why.
+REVOKE CREATE ON SCHEMA tfllmer_items FROM PUBLIC;
+SET ROLE tfllmer_alice;
+SELECT tfllmer.train('alices', 'walks', options => '{"epochs": 1, "batch_size": 16, "max_len": 12}') AS job \gset
+SELECT tfllmer.wait_job(:job);
+SELECT state, model_version, detail LIKE '%no item index for this version%permission denied for schema tfllmer_items%' AS says_why
+FROM tfllmer.jobs WHERE job_id = :job;
+SELECT version, is_current FROM tfllmer.item_indexes;
+SELECT count(*) AS recommended FROM tfllmer.recommend('alices', 1);
+RESET ROLE;
+GRANT CREATE ON SCHEMA tfllmer_items TO PUBLIC;
 -- dropping the model drops its index table
 SET ROLE tfllmer_alice;
 SELECT tfllmer.drop_model('alices');
