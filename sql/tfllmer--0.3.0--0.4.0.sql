@@ -130,7 +130,7 @@ CREATE FUNCTION tfllmer.recommend(
 	"item_id" bigint,
 	"score" real
 )
-STABLE PARALLEL RESTRICTED
+STABLE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'recommend_with_rules_wrapper';
 
@@ -146,7 +146,7 @@ CREATE FUNCTION tfllmer.recommend_next(
 	"item_id" bigint,
 	"score" real
 )
-STABLE PARALLEL RESTRICTED
+STABLE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'recommend_next_with_rules_wrapper';
 
@@ -161,18 +161,18 @@ CREATE FUNCTION tfllmer.similar_items(
 	"item_id" bigint,
 	"score" real
 )
-STABLE PARALLEL RESTRICTED
+STABLE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'similar_items_with_rules_wrapper';
 
 -- the vectors recommend() scores with, for SQL and pgvector
 CREATE FUNCTION tfllmer.user_vector("model_name" TEXT, "user_id" bigint) RETURNS real[]
-STABLE PARALLEL RESTRICTED
+STABLE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'user_vector_wrapper';
 
 CREATE FUNCTION tfllmer.history_vector("model_name" TEXT, "history" bigint[]) RETURNS real[]
-STABLE PARALLEL RESTRICTED
+STABLE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'history_vector_wrapper';
 
@@ -180,7 +180,7 @@ CREATE FUNCTION tfllmer.item_vectors("model_name" TEXT) RETURNS TABLE (
 	"item_id" bigint,
 	"embedding" real[]
 )
-STABLE PARALLEL RESTRICTED
+STABLE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'item_vectors_wrapper';
 

@@ -6,6 +6,11 @@
 //! postgres/model_cache.rs); docs/sql-reference.md says what users get for
 //! empty histories, unknown items and large k.
 //!
+//! They are PARALLEL UNSAFE: their catalog and history reads go through
+//! SPI, which in a writing statement (CREATE TABLE ... AS, REFRESH
+//! MATERIALIZED VIEW) must make earlier writes visible, and that is not
+//! allowed while a parallel plan runs; so no query calling them gets one.
+//!
 //! The recommend functions' C symbols are new in 0.4.0 (they read the two
 //! rule arguments); the symbols of earlier versions (`recommend_wrapper`,
 //! ...) stay, without SQL of their own, so that a database still on an
@@ -208,7 +213,7 @@ fn history_rows(model: &ReadyModel, index: &ServingIndex, history: &[Option<i64>
 /// first, from their latest interactions in the model's table (read now, as
 /// the caller); only among `candidates` (NULL: all items), never `exclude`.
 /// No rows for a user without history.
-#[pg_extern(name = "recommend", stable, parallel_restricted)]
+#[pg_extern(name = "recommend", stable, parallel_unsafe)]
 fn recommend_with_rules(
     model_name: Option<&str>,
     user_id: Option<i64>,
@@ -258,7 +263,7 @@ fn history_tokens(model: &ReadyModel, history: &[Option<i64>]) -> Vec<u32> {
 /// The `k` items most likely to follow `history` (item ids, oldest first),
 /// best first, under the same rules as `recommend`. Items the model does
 /// not know are ignored.
-#[pg_extern(name = "recommend_next", stable, parallel_restricted)]
+#[pg_extern(name = "recommend_next", stable, parallel_unsafe)]
 fn recommend_next_with_rules(
     model_name: Option<&str>,
     history: Option<Vec<Option<i64>>>,
@@ -299,7 +304,7 @@ fn recommend_next(
 /// The `k` items whose vectors in the model's item table are closest to
 /// `item_id`'s (cosine), best first, among `candidates` (NULL: all) and
 /// never `exclude`; no rows for an item the model does not know.
-#[pg_extern(name = "similar_items", stable, parallel_restricted)]
+#[pg_extern(name = "similar_items", stable, parallel_unsafe)]
 fn similar_items_with_rules(
     model_name: Option<&str>,
     item_id: Option<i64>,
@@ -376,7 +381,7 @@ fn similar_items(
 /// that recommend()'s score of an item is ⟨q, v⟩ for its row v of
 /// `item_vectors` (the model's logit scale or 1/temperature is folded into
 /// q). NULL for a user without history the model can read.
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn user_vector(model_name: Option<&str>, user_id: Option<i64>) -> Option<Vec<f32>> {
     let model_name = object_name(model_name, "model_name");
     let user_id = required(user_id, "user_id");
@@ -389,7 +394,7 @@ fn user_vector(model_name: Option<&str>, user_id: Option<i64>) -> Option<Vec<f32
 
 /// The query vector after `history` (item ids, oldest first; unknown items
 /// ignored), as `user_vector`; NULL when no item of it is known.
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn history_vector(model_name: Option<&str>, history: Option<Vec<Option<i64>>>) -> Option<Vec<f32>> {
     let model_name = object_name(model_name, "model_name");
     let history = required(history, "history");
@@ -403,7 +408,7 @@ fn history_vector(model_name: Option<&str>, history: Option<Vec<Option<i64>>>) -
 /// Every item of the model's newest version with the vector recommend()
 /// scores it by (dim values; unit length when the model normalises its
 /// items), in token order.
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_unsafe)]
 fn item_vectors(model_name: Option<&str>) -> TableIterator<'static, (name!(item_id, i64), name!(embedding, Vec<f32>))> {
     let model_name = object_name(model_name, "model_name");
     let model = ready_model(model_name);

@@ -30,8 +30,10 @@ fn fresh_read<R>(read: impl FnOnce() -> R) -> R {
     // inside a transaction (every SQL-callable function runs in one); the
     // snapshot pushed here is popped below, or by the abort of an ERROR
     unsafe {
-        if pg_sys::GetCurrentTransactionIdIfAny() != pg_sys::InvalidTransactionId {
-            // this transaction wrote: make its writes visible to the read
+        // this transaction wrote: make its writes visible to the read (not
+        // possible, nor needed, in parallel mode: a parallel plan of the
+        // calling statement, e.g. CREATE TABLE ... AS SELECT ... recommend())
+        if pg_sys::GetCurrentTransactionIdIfAny() != pg_sys::InvalidTransactionId && !pg_sys::IsInParallelMode() {
             pg_sys::CommandCounterIncrement();
         }
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());

@@ -84,6 +84,21 @@ SET tfllmer.model_cache_size = 0;
 SELECT count(*) FROM tfllmer.recommend('walker', 5);
 SELECT count(*) AS cached FROM tfllmer.cached_models();
 RESET tfllmer.model_cache_size;
+-- recommendations for every user written into a table, with a parallel
+-- plan offered (the recommend functions are PARALLEL UNSAFE: none is used)
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+CREATE TABLE all_top AS
+SELECT u.user_id, r.item_id, r.score
+FROM (SELECT DISTINCT user_id FROM walks) u, tfllmer.recommend('walker', u.user_id, k => 3) r;
+SELECT count(*) AS rows, count(DISTINCT user_id) AS users FROM all_top;
+DROP TABLE all_top;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather;
 -- a dropped model is never served from the cache
 SELECT count(*) FROM tfllmer.recommend('walker', 5);
 SELECT tfllmer.drop_model('walker');
