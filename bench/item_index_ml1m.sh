@@ -43,8 +43,8 @@ SQL
 }
 echo "every user's top 10, exact path:"
 top10 exact_answers
-psql_q -A -t -c "SELECT 'index built: ' || n_items || ' items, ' || round(build_ms) || ' ms, options ' || options
-                 FROM tfllmer.create_item_index('ml') JOIN tfllmer.item_indexes USING (model_name, version)"
+psql_q -A -t -c "SELECT 'index built: ' || c.n_items || ' items, ' || round(c.build_ms) || ' ms, options ' || i.options
+                 FROM tfllmer.create_item_index('ml') c JOIN tfllmer.item_indexes i USING (model_name, version)"
 echo "every user's top 10 through the index:"
 top10 index_answers
 psql_q -c "
