@@ -10,7 +10,7 @@
 //! `vector` extension is installed in the database, and its type and
 //! operators are always named with the schema it was installed in.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 
 use pgrx::prelude::*;
 use serde_json::{Map, Value};
@@ -159,20 +159,30 @@ impl IndexOptions {
 /// Whether `value` is a valid maintenance_work_mem (checked by
 /// PostgreSQL without changing the setting).
 fn valid_memory_setting(value: &str) -> bool {
-    let Ok(value) = CString::new(value) else { return false };
-    // SAFETY: valid C strings; changeVal false only validates (-1: valid,
-    // not applied); elevel DEBUG1 reports a bad value as 0, not an ERROR
+    // without applying it (-1: valid, not applied); DEBUG1 reports a bad
+    // value as 0, not an ERROR
+    CString::new(value)
+        .is_ok_and(|value| set_config(c"maintenance_work_mem", &value, false, pgrx::PgLogLevel::DEBUG1) != 0)
+}
+
+/// PostgreSQL's set_config_option for a session-level user setting, saved
+/// at the current GUC nest level: `apply` false only checks the value;
+/// a bad value is reported at `elevel`. Returns its result (+1 applied, -1
+/// valid but not applied, 0 invalid below ERROR).
+fn set_config(name: &CStr, value: &CStr, apply: bool, elevel: pgrx::PgLogLevel) -> i32 {
+    // SAFETY: valid C strings; GUC_ACTION_SAVE restores the old value when
+    // the nest level ends (or the transaction aborts)
     unsafe {
         pg_sys::set_config_option(
-            c"maintenance_work_mem".as_ptr(),
+            name.as_ptr(),
             value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
             pg_sys::GucAction::GUC_ACTION_SAVE,
+            apply,
+            elevel as i32,
             false,
-            pgrx::PgLogLevel::DEBUG1 as i32,
-            false,
-        ) != 0
+        )
     }
 }
 
@@ -481,20 +491,7 @@ fn with_settings<R>(settings: &[(&str, String)], f: impl FnOnce() -> R) -> R {
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
     for (name, value) in settings {
         let (name, value) = (CString::new(*name).expect("no NUL"), CString::new(value.as_str()).expect("no NUL"));
-        // SAFETY: valid C strings; GUC_ACTION_SAVE restores the old value at
-        // the nest level's end; elevel ERROR reports a bad value
-        unsafe {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                pgrx::PgLogLevel::ERROR as i32,
-                false,
-            )
-        };
+        set_config(&name, &value, true, pgrx::PgLogLevel::ERROR);
     }
     let out = f();
     // SAFETY: closes the nest level opened above, restoring the settings
