@@ -277,6 +277,12 @@ CREATE TABLE tfllmer.model_store (
     weights       bytea NOT NULL,
     -- how many users the test figures were computed on (option eval_users)
     test_users    bigint NOT NULL,
+    -- cold-start items served beside the trained ones (tfllmer.cold_item_store)
+    n_cold_items  bigint NOT NULL DEFAULT 0,
+    -- the map from LLM embeddings to item rows (tfllmer_core::cold), NULL
+    -- when the model has none (random init, or an init embedding made
+    -- before 0.5.0)
+    cold_map      bytea,
     PRIMARY KEY (model_name, version)
 );
 ALTER TABLE tfllmer.model_store ALTER COLUMN weights SET STORAGE EXTERNAL;
@@ -328,7 +334,8 @@ SELECT model_name, version, pg_catalog.pg_get_userbyid(owner) AS owner,
        -- additions
        version = max(version) OVER (PARTITION BY model_name) AS is_current,
        job_id, n_users, max_len, layers, heads, dropout, options,
-       source_name AS interactions, epochs, best_epoch, test_users
+       source_name AS interactions, epochs, best_epoch, test_users,
+       n_cold_items, cold_map IS NOT NULL AS takes_cold_items
 FROM tfllmer.model_store;
 GRANT SELECT ON tfllmer.models TO PUBLIC;
 
@@ -415,3 +422,40 @@ SELECT model_name, version, pg_catalog.pg_get_userbyid(owner) AS owner,
        build_ms, created_at
 FROM tfllmer.item_index_store i;
 GRANT SELECT ON tfllmer.item_indexes TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Cold-start items (add_items, train option cold_items): items with an LLM
+-- embedding and no interactions in training, served beside a version's
+-- trained items. Each row is the item's vector in the version's item space
+-- (as scored: unit length when the model normalises), mapped from its LLM
+-- embedding by the version's cold_map, and its init row (the Rec-PCA
+-- projection of that embedding), from which later versions map it again.
+-- ---------------------------------------------------------------------------
+CREATE TABLE tfllmer.cold_item_store (
+    model_name  text NOT NULL,
+    version     integer NOT NULL,
+    item_id     bigint NOT NULL,
+    owner       regrole NOT NULL DEFAULT tfllmer.current_role_oid(),
+    embedding   real[] NOT NULL,
+    init_row    real[] NOT NULL,
+    added_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (model_name, version, item_id),
+    FOREIGN KEY (model_name, version) REFERENCES tfllmer.model_store ON DELETE CASCADE
+);
+ALTER TABLE tfllmer.cold_item_store ENABLE ROW LEVEL SECURITY;
+-- (rows only for a version of the writer's own model)
+CREATE POLICY cold_item_store_owner ON tfllmer.cold_item_store
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                   WHERE r.oid = owner AND pg_catalog.pg_has_role(r.oid, 'USAGE')))
+    WITH CHECK (owner = tfllmer.current_role_oid()
+                AND EXISTS (SELECT 1 FROM tfllmer.model_store m
+                            WHERE m.model_name = cold_item_store.model_name
+                              AND m.version = cold_item_store.version AND m.owner = cold_item_store.owner));
+GRANT SELECT, INSERT, DELETE ON tfllmer.cold_item_store TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tfllmer.cold_item_store', '');
+
+CREATE VIEW tfllmer.cold_items WITH (security_invoker = true) AS
+SELECT c.model_name, c.version, c.item_id, pg_catalog.pg_get_userbyid(c.owner) AS owner, c.added_at,
+       c.version = (SELECT max(m.version) FROM tfllmer.model_store m WHERE m.model_name = c.model_name) AS is_current
+FROM tfllmer.cold_item_store c;
+GRANT SELECT ON tfllmer.cold_items TO PUBLIC;

@@ -232,7 +232,7 @@ fn run_rec_pca(
     };
     let build_ms = started.elapsed().as_secs_f64() * 1e3;
 
-    let stored = StoredEmbedding::sorted(ids, out.dim, out.z);
+    let stored = StoredEmbedding::sorted(ids, out.dim, out.z).with_projection(out.projection);
     EMBEDDINGS.insert(
         embedding_name,
         replace,

@@ -1,12 +1,11 @@
 //! Training in background workers: `train`, `cancel_job`, `wait_job`,
-//! `job_log`, `evaluate`, `drop_model` (the `jobs` and `models` views are in
+//! `job_log`, `drop_model` (`evaluate` is in api/evaluation.rs) (the `jobs` and `models` views are in
 //! sql/bootstrap.sql, the worker in src/worker.rs).
 
 use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use tfllmer_core::sequences::{leave_one_out, Histories};
 use tfllmer_train::options::TrainingOptions;
 
 use crate::postgres::backend::{self, require_primary};
@@ -15,7 +14,7 @@ use crate::postgres::interactions::InteractionSource;
 use crate::postgres::item_index;
 use crate::postgres::jobs::launch::{launch_worker, WorkerStart};
 use crate::postgres::jobs::{self, record_lost_jobs, JobState, NewJob};
-use crate::postgres::models::{load_newest, parse_backbone};
+use crate::postgres::models::parse_backbone;
 use crate::postgres::relation::readable_relation;
 use crate::postgres::spi::{first_value, spi_failed, write_returning};
 use crate::postgres::sql_types::{RegClass, SqlName};
@@ -66,6 +65,12 @@ fn train(
     let options = required(options, "options");
     let options = TrainingOptions::parse(&options.0, backbone, init_dim, settings::threads())
         .unwrap_or_else(|e| raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, e.0));
+    if options.cold_items && init.is_none() {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "options.cold_items maps items from their LLM embeddings: it needs an init embedding (init => ...)",
+        );
+    }
     check_enough_data(&source);
     advise_history_index(&source);
     item_index::advise_at_train(model_name, init, source.relation.oid, &source.item.name);
@@ -238,45 +243,6 @@ fn job_log(
         .into_iter()
         .map(|r| (r.epoch, r.train_loss, r.valid_hr10, r.valid_ndcg10, r.epoch_ms))
         .collect::<Vec<_>>();
-    TableIterator::new(rows)
-}
-
-/// Leave-one-out HR@k and NDCG@k of the model's newest version on its
-/// interaction table as it is now (read with the caller's privileges):
-/// full ranking over all items, history items masked.
-#[pg_extern(volatile, parallel_unsafe)]
-fn evaluate(
-    model_name: Option<&str>,
-    k: default!(Option<i32>, 10),
-) -> TableIterator<'static, (name!(split, String), name!(n_users, i64), name!(hr, f64), name!(ndcg, f64))> {
-    let model_name = object_name(model_name, "model_name");
-    let k = required(k, "k");
-    if k < 1 {
-        raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("k must be at least 1, got {k}"));
-    }
-    // candle's pool first, built with PostgreSQL's signals blocked
-    tfllmer_train::threads::init_compute_threads(settings::threads());
-    let loaded = load_newest(model_name);
-    debug1!("evaluate: model \"{model_name}\" version {}", loaded.version);
-    let relation = readable_relation(Some(RegClass(loaded.source_table)), "interactions");
-    let source = InteractionSource::new(
-        relation,
-        Some(SqlName(loaded.user_column.clone())),
-        Some(SqlName(loaded.item_column.clone())),
-        Some(SqlName(loaded.time_column.clone())),
-    );
-    let events = source.read_events().events;
-    let (histories, _unknown) = Histories::with_items(events, &loaded.items);
-    let split = leave_one_out(&histories);
-    let mut rows = Vec::new();
-    let valid: Vec<(&[u32], u32)> = split.valid.iter().map(|v| (v.1, v.2)).collect();
-    let test: Vec<(&[u32], u32)> = split.test.iter().map(|v| (v.1, v.2)).collect();
-    for (name, cases) in [("valid", valid), ("test", test)] {
-        let metrics = tfllmer_train::train::evaluate(&loaded.model, &cases, k as usize).unwrap_or_else(|e| {
-            raise(Code::ERRCODE_INTERNAL_ERROR, format!("evaluation failed: {}", tfllmer_train::error_message(&e)))
-        });
-        rows.push((name.to_string(), cases.len() as i64, metrics.hr(), metrics.ndcg()));
-    }
     TableIterator::new(rows)
 }
 

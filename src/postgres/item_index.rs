@@ -590,6 +590,53 @@ pub fn build(
 }
 
 /// items_<job id>, or items_<job id>_2, ... when that name is taken.
+/// Adds cold items to the index table of `version`, when it has one: the
+/// index then serves them like the trained items. `rows` is ids.len() ×
+/// dim. (The caller holds the model's lock: see [`lock_model`].)
+pub fn add_rows(model_name: &str, version: i32, ids: &[i64], rows: &[f32], dim: usize) {
+    let Some(index) = index_of(model_name, version) else { return };
+    let table = qualified_name(index.oid, model_name);
+    let vtype = format!("{}.vector", require_pgvector().schema);
+    let insert = format!(
+        "INSERT INTO {table} (item_id, embedding)
+         SELECT ($1::int8[])[i], ($2::real[])[(i - 1) * {dim} + 1 : i * {dim}]::{vtype}
+           FROM pg_catalog.generate_series(1, pg_catalog.cardinality($1::int8[])) AS i"
+    );
+    for start in (0..ids.len()).step_by(BATCH_ROWS) {
+        let end = (start + BATCH_ROWS).min(ids.len());
+        let (batch, flat) = (ids[start..end].to_vec(), rows[start * dim..end * dim].to_vec());
+        Spi::connect_mut(|client| client.update(&insert, None, &[batch.into(), flat.into()]).map(|_| ()))
+            .unwrap_or_else(|e| spi_failed(e));
+        pgrx::check_for_interrupts!();
+    }
+    set_indexed_count(model_name, version, &table);
+}
+
+/// Removes cold items from the index table of `version`, when it has one.
+pub fn remove_rows(model_name: &str, version: i32, ids: &[i64]) {
+    let Some(index) = index_of(model_name, version) else { return };
+    let table = qualified_name(index.oid, model_name);
+    Spi::connect_mut(|client| {
+        client
+            .update(&format!("DELETE FROM {table} WHERE item_id = ANY ($1)"), None, &[ids.to_vec().into()])
+            .map(|_| ())
+    })
+    .unwrap_or_else(|e| spi_failed(e));
+    set_indexed_count(model_name, version, &table);
+}
+
+/// The catalog's n_items of an index after rows were added or removed.
+fn set_indexed_count(model_name: &str, version: i32, table: &str) {
+    Spi::run_with_args(
+        &format!(
+            "UPDATE tfllmer.item_index_store SET n_items = (SELECT count(*) FROM {table})
+              WHERE model_name = $1 AND version = $2"
+        ),
+        &[model_name.into(), version.into()],
+    )
+    .unwrap_or_else(|e| spi_failed(e));
+}
+
 fn free_table_name(job_id: i64) -> String {
     let taken = |name: &str| {
         first_value::<bool>(

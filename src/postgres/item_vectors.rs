@@ -58,7 +58,7 @@ impl VectorSource {
     }
 
     /// The rows whose id satisfies `condition` (SQL over the quoted id column).
-    fn read_where(&self, condition: &str) -> Embeddings {
+    pub fn read_where(&self, condition: &str) -> Embeddings {
         self.read_query(&format!("{} WHERE {condition}", self.query()))
     }
 

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod catalog;
+pub mod cold_items;
 pub mod errors;
 pub mod interactions;
 pub mod item_index;

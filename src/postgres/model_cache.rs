@@ -163,7 +163,7 @@ thread_local! {
 }
 
 /// The newest version of `name` the caller can use, ready to score; raises
-/// as `load_newest` for an unknown model or one without a trained version.
+/// as `load_version` for an unknown model or one without a trained version.
 pub fn ready_model(name: &str) -> Rc<ReadyModel> {
     let Some(key) = newest_version(name) else {
         // dropped, or not the caller's: free the memory, then say why

@@ -9,6 +9,7 @@ use tfllmer_train::model_file;
 use tfllmer_train::DType;
 
 use super::catalog::catalog_is_current;
+use super::cold_items;
 use super::errors::{raise, raise_with_hint, Code};
 use super::jobs::{self, JobState};
 use super::spi::{first_value, in_own_memory, prepared, spi_failed, write_returning};
@@ -31,13 +32,6 @@ pub struct LoadedModel {
     pub user_column: String,
     pub item_column: String,
     pub time_column: String,
-}
-
-/// Loads the newest version of `name` the caller can see, or raises:
-/// unknown model (42704), or a model with no finished version yet (55000,
-/// saying what its latest job is doing).
-pub fn load_newest(name: &str) -> LoadedModel {
-    load_version(name, None)
 }
 
 /// Which stored version is the newest: enough to tell whether a cached copy
@@ -83,7 +77,10 @@ struct Blobs {
 /// What a stored version is, without its weights.
 pub struct VersionMeta {
     pub version: i32,
+    /// the trained items' model (config.n_items counts those only)
     pub config: ModelConfig,
+    /// cold-start items served beside them
+    pub n_cold_items: usize,
     pub source_table: pg_sys::Oid,
     pub user_column: String,
     pub item_column: String,
@@ -111,15 +108,20 @@ fn read_version_in(name: &str, version: Option<i32>, blobs: bool) -> (VersionMet
         columns: [Option<String>; 3],
         ids: Option<Vec<u8>>,
         weights: Option<Vec<u8>>,
+        n_cold: Option<i64>,
     }
+    // (a catalog older than 0.5.0, before ALTER EXTENSION UPDATE, has no cold items)
+    let n_cold = if cold_items::catalog_has_cold_items() { "n_cold_items" } else { "0::int8" };
     let row = Spi::connect(|client| {
         let rows = client.select(
-            "SELECT version, backbone, normalized, n_items, dim::int8, max_len::int8, layers::int8, heads::int8,
-                    dropout, source_table::oid, user_column::text, item_column::text, time_column::text,
-                    CASE WHEN $3 THEN item_ids END, CASE WHEN $3 THEN weights END,
-                    (options->>'temperature')::float8
-               FROM tfllmer.model_store WHERE model_name = $1 AND ($2 IS NULL OR version = $2)
-              ORDER BY version DESC LIMIT 1",
+            &format!(
+                "SELECT version, backbone, normalized, n_items, dim::int8, max_len::int8, layers::int8, heads::int8,
+                        dropout, source_table::oid, user_column::text, item_column::text, time_column::text,
+                        CASE WHEN $3 THEN item_ids END, CASE WHEN $3 THEN weights END,
+                        (options->>'temperature')::float8, {n_cold}
+                   FROM tfllmer.model_store WHERE model_name = $1 AND ($2 IS NULL OR version = $2)
+                  ORDER BY version DESC LIMIT 1"
+            ),
             None,
             &[name.into(), version.into(), blobs.into()],
         )?;
@@ -136,6 +138,7 @@ fn read_version_in(name: &str, version: Option<i32>, blobs: bool) -> (VersionMet
             ids: row.get::<Vec<u8>>(14)?,
             weights: row.get::<Vec<u8>>(15)?,
             temperature: row.get::<f64>(16)?,
+            n_cold: row.get::<i64>(17)?,
         }))
     })
     .unwrap_or_else(|e| spi_failed(e));
@@ -168,8 +171,11 @@ fn read_version_in(name: &str, version: Option<i32>, blobs: bool) -> (VersionMet
         temperature: row.temperature,
     };
     let [user, item, time] = row.columns;
+    let n_cold_items = row.n_cold.unwrap_or_else(|| missing("n_cold_items"));
     let meta = VersionMeta {
         version,
+        n_cold_items: usize::try_from(n_cold_items)
+            .unwrap_or_else(|_| corrupt(format!("n_cold_items is {n_cold_items}"))),
         config,
         source_table: row.table.unwrap_or_else(|| missing("source_table")),
         user_column: user.unwrap_or_else(|| missing("user_column")),
@@ -197,6 +203,19 @@ pub fn load_version(name: &str, version: Option<i32>) -> LoadedModel {
         .unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
     drop(weights);
     let items = Vocabulary::decode(&ids, n_items).unwrap_or_else(|e| corrupt(e.to_string()));
+    let (model, items) = if meta.n_cold_items > 0 {
+        // cold items after the trained ones: tokens n_items+1..
+        let dim = meta.config.dim;
+        let cold = cold_items::read(name, meta.version, dim);
+        let mut rows = model.item_rows().unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
+        rows.extend_from_slice(&cold.rows);
+        let items = items.with_cold(cold.ids).unwrap_or_else(|e| corrupt(e.to_string()));
+        let model =
+            model.with_item_rows(items.len(), &rows).unwrap_or_else(|e| corrupt(tfllmer_train::error_message(&e)));
+        (model, items)
+    } else {
+        (model, items)
+    };
     LoadedModel {
         version: meta.version,
         model,
@@ -278,6 +297,8 @@ pub struct NewVersion<'a> {
     pub item_ids: Vec<u8>,
     /// safetensors
     pub weights: Vec<u8>,
+    /// the cold-item map's stored form (tfllmer_core::cold), when there is one
+    pub cold_map: Option<Vec<u8>>,
 }
 
 /// Inserts the next version of a model (the job row supplies what train()
@@ -291,7 +312,7 @@ pub fn insert_version(v: &NewVersion<'_>) -> i32 {
     .unwrap_or_else(|e| spi_failed(e));
     // (a catalog older than 0.4.0, before ALTER EXTENSION UPDATE, has no test_users)
     let (test_users_column, test_users_value) = if catalog_is_current() { (", test_users", ", $17") } else { ("", "") };
-    write_returning::<i32>(
+    let version = write_returning::<i32>(
         &format!(
             "INSERT INTO tfllmer.model_store (model_name, version, job_id, backbone, normalized, init, n_items, n_users,
                 dim, max_len, layers, heads, dropout, options, source_table, source_name, user_column, item_column,
@@ -323,7 +344,16 @@ pub fn insert_version(v: &NewVersion<'_>) -> i32 {
             pgrx::JsonB(v.options.clone()).into(),
         ],
     )
-    .unwrap_or_else(|| raise(Code::ERRCODE_INTERNAL_ERROR, format!("job {}: the job row vanished", v.job_id)))
+    .unwrap_or_else(|| raise(Code::ERRCODE_INTERNAL_ERROR, format!("job {}: the job row vanished", v.job_id)));
+    // (a catalog older than 0.5.0 has no place for the map)
+    if let Some(map) = v.cold_map.as_ref().filter(|_| cold_items::catalog_has_cold_items()) {
+        Spi::run_with_args(
+            "UPDATE tfllmer.model_store SET cold_map = $3 WHERE model_name = $1 AND version = $2",
+            &[v.model_name.into(), version.into(), map.as_slice().into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e));
+    }
+    version
 }
 
 /// The ERROR for a model with no usable version.

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use tfllmer_core::embedding_codec;
+use tfllmer_core::cold::{self, ColdMap};
+use tfllmer_core::embedding_codec::{self, StoredEmbedding};
 use tfllmer_core::sequences::{leave_one_out, Histories};
 use tfllmer_core::vocabulary::Vocabulary;
 use tfllmer_train::error_message;
@@ -21,6 +22,7 @@ use super::progress::{Progress, Stop};
 use super::Outcome;
 use crate::postgres::backend;
 use crate::postgres::catalog::EMBEDDINGS;
+use crate::postgres::cold_items::{self, ColdRows};
 use crate::postgres::errors::{raise, Code};
 use crate::postgres::interactions::InteractionSource;
 use crate::postgres::item_index;
@@ -82,10 +84,13 @@ fn wait_for_creator(xid: u64) -> bool {
 struct TrainingData {
     histories: Histories,
     init: Option<Vec<f32>>,
+    /// the init embedding as stored (its rows and projection: the cold-item map)
+    embedding: Option<StoredEmbedding>,
     detail: Vec<String>,
 }
 
-fn read_data(spec: &JobSpec, dim: usize, rng: &mut SplitMix64) -> TrainingData {
+fn read_data(spec: &JobSpec, options: &TrainingOptions, rng: &mut SplitMix64) -> TrainingData {
+    let dim = options.dim;
     if !backend::relation_exists(spec.source_table) {
         raise(
             Code::ERRCODE_UNDEFINED_TABLE,
@@ -99,8 +104,28 @@ fn read_data(spec: &JobSpec, dim: usize, rng: &mut SplitMix64) -> TrainingData {
     if read.null_rows > 0 {
         detail.push(format!("skipped {} interaction(s) with NULL user, item or time", read.null_rows));
     }
-    let histories = Histories::from_events(read.events);
-    let init = spec.init.as_ref().map(|name| {
+    let mut events = read.events;
+    if options.cold_holdout > 0.0 {
+        // the held-out items' interactions never reach training
+        let before = events.len();
+        let mut held = std::collections::HashSet::new();
+        events.retain(|e| {
+            let out = cold::held_out(e.item, options.cold_holdout, options.seed);
+            if out {
+                held.insert(e.item);
+            }
+            !out
+        });
+        detail.push(format!(
+            "held out {} item(s) ({} interaction(s)): share {}, seed {}",
+            held.len(),
+            before - events.len(),
+            options.cold_holdout,
+            options.seed
+        ));
+    }
+    let histories = Histories::from_events(events);
+    let embedding = spec.init.as_ref().map(|name| {
         let stored = embedding_codec::decode(&EMBEDDINGS.load_blob(name))
             .unwrap_or_else(|e| raise(Code::ERRCODE_DATA_CORRUPTED, format!("embedding \"{name}\": {e}")));
         if stored.dim != dim {
@@ -109,13 +134,35 @@ fn read_data(spec: &JobSpec, dim: usize, rng: &mut SplitMix64) -> TrainingData {
                 format!("init: embedding \"{name}\" now has dimension {}, the job expects {dim}", stored.dim),
             );
         }
-        let table = initial_item_table(&histories.items, &stored, rng);
+        if options.cold_items && stored.projection.is_none() {
+            raise(
+                Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "options.cold_items: embedding \"{name}\" was made before tfllmer 0.5.0 and keeps no projection \
+                     for new items; run rec_pca again (replace => true)"
+                ),
+            );
+        }
+        stored
+    });
+    let init = embedding.as_ref().map(|stored| {
+        let table = initial_item_table(&histories.items, stored, rng);
         if table.missing > 0 {
-            detail.push(format!("{} item(s) have no vector in embedding \"{name}\" and start random", table.missing));
+            detail.push(format!(
+                "{} item(s) have no vector in embedding \"{}\" and start random",
+                table.missing,
+                spec.init.as_deref().unwrap_or_default()
+            ));
         }
         table.rows
     });
-    TrainingData { histories, init, detail }
+    if options.cold_items && embedding.is_none() {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "options.cold_items maps items from their LLM embeddings: it needs an init embedding (train(..., init => ...))",
+        );
+    }
+    TrainingData { histories, init, embedding, detail }
 }
 
 fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
@@ -123,7 +170,7 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
     let options = TrainingOptions::parse(&spec.options, backbone, None, 1).map_err(|e| e.0)?;
     tfllmer_train::threads::init_compute_threads(options.threads);
     let mut rng = SplitMix64::new(options.seed);
-    let data = transaction(|| read_data(spec, options.dim, &mut rng))?;
+    let data = transaction(|| read_data(spec, &options, &mut rng))?;
     let split = leave_one_out(&data.histories);
     if split.train.is_empty() {
         return Err("no user has at least 3 interactions: leave-one-out needs a training, a validation and a \
@@ -174,6 +221,13 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
     };
     let test_metrics = evaluate(&model, &test, 10).map_err(|e| format!("evaluation failed: {}", error_message(&e)))?;
     let weights = model.to_safetensors().map_err(|e| format!("saving the model failed: {}", error_message(&e)))?;
+    let cold = match &data.embedding {
+        Some(embedding) => cold_items_of(&model, &data.histories.items, embedding, &options)?,
+        None => ColdPlan::default(),
+    };
+    if !cold.notes.is_empty() {
+        transaction(|| job::add_detail(job_id, &cold.notes.join("; ")))?;
+    }
     let version = NewVersion {
         model_name: &spec.model_name,
         job_id,
@@ -189,8 +243,75 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
         options: plan.options.to_json(),
         item_ids: data.histories.items.encode(),
         weights,
+        cold_map: cold.map.as_ref().map(ColdMap::encode),
     };
-    transaction(|| save(job_id, &version, &model, &data.histories.items))
+    transaction(|| save(job_id, &version, &model, &data.histories.items, &cold))
+}
+
+/// A new version's cold-item map and cold items, and what to say about them.
+#[derive(Default)]
+struct ColdPlan {
+    map: Option<ColdMap>,
+    /// items of the init embedding without interactions (option cold_items)
+    rows: ColdRows,
+    notes: Vec<String>,
+}
+
+/// Fits the map from the init embedding's rows to the trained item rows
+/// (tfllmer_core::cold) when the embedding keeps its projection, and maps
+/// the embedding's items that have no interactions when `cold_items`.
+fn cold_items_of(
+    model: &Recommender,
+    items: &Vocabulary,
+    embedding: &StoredEmbedding,
+    options: &TrainingOptions,
+) -> Result<ColdPlan, String> {
+    let Some(projection) = embedding.projection.clone() else {
+        return Ok(ColdPlan::default());
+    };
+    let d = model.config.dim;
+    let table = Scorer::item_table_of(model).map_err(|e| error_message(&e))?;
+    // warm items with an init row: (init row, trained row)
+    let (mut init, mut trained) = (Vec::new(), Vec::new());
+    for (t, id) in items.ids().iter().enumerate() {
+        if let Ok(r) = embedding.ids.binary_search(id) {
+            init.extend_from_slice(embedding.row(r));
+            trained.extend_from_slice(&table[(t + 1) * d..(t + 2) * d]);
+        }
+    }
+    let mut plan = ColdPlan::default();
+    let map = match cold::fit(projection, &init, &trained, model.config.normalize, options.seed) {
+        Ok(map) => map,
+        Err(e) if options.cold_items => return Err(format!("options.cold_items: {e}")),
+        Err(e) => {
+            plan.notes.push(format!("no cold-item map: {e}"));
+            return Ok(plan);
+        }
+    };
+    plan.notes.push(format!(
+        "cold-item map fitted on {} items: mean cosine to the trained rows {:.3} on a held-out tenth (init rows as \
+         they are: {:.3}){}",
+        map.fit.items,
+        map.fit.cosine,
+        map.fit.identity_cosine,
+        if options.cold_map_init { "; cold items keep their init rows (cold_map 'init')" } else { "" }
+    ));
+    let map = if options.cold_map_init { map.identity() } else { map };
+    if options.cold_items {
+        let mut cold = ColdRows::default();
+        for (r, &id) in embedding.ids.iter().enumerate() {
+            if items.token(id).is_none() {
+                let z = embedding.row(r);
+                cold.ids.push(id);
+                cold.rows.extend(map.row_of_init(z));
+                cold.init_rows.extend_from_slice(z);
+            }
+        }
+        plan.notes.push(format!("{} cold item(s): embedded items without interactions", cold.len()));
+        plan.rows = cold;
+    }
+    plan.map = Some(map);
+    Ok(plan)
 }
 
 /// What the options come to on this data: the loss and the evaluation
@@ -243,12 +364,16 @@ impl TrainingPlan {
 /// a cancel that arrived meanwhile wins (nothing is stored).
 /// A model with an item index gets one for the new version in the same
 /// transaction: the version and its index appear together.
-fn save(job_id: i64, version: &NewVersion<'_>, model: &Recommender, items: &Vocabulary) -> JobState {
+fn save(job_id: i64, version: &NewVersion<'_>, model: &Recommender, items: &Vocabulary, cold: &ColdPlan) -> JobState {
     if job::lock_for_save(job_id) {
         return JobState::Cancelled;
     }
     let number = models::insert_version(version);
-    let index_note = index_new_version(version.model_name, number, job_id, model, items);
+    if !cold.rows.is_empty() {
+        cold_items::insert(version.model_name, number, &cold.rows, model.config.dim);
+        cold_items::recount(version.model_name, number);
+    }
+    let index_note = index_new_version(version.model_name, number, job_id, model, items, &cold.rows);
     job::mark_succeeded(job_id, number);
     if let Some(note) = index_note {
         job::add_detail(job_id, &note);
@@ -267,6 +392,7 @@ fn index_new_version(
     job_id: i64,
     model: &Recommender,
     items: &Vocabulary,
+    cold: &ColdRows,
 ) -> Option<String> {
     // serialises with a create_item_index of the same model
     item_index::lock_model(model_name);
@@ -275,9 +401,14 @@ fn index_new_version(
         return Some("no item index for this version: extension \"vector\" is no longer installed".to_string());
     }
     let built = subtransaction(|| {
-        let rows = Scorer::item_table_of(model)
+        let mut rows = Scorer::item_table_of(model)
             .unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, tfllmer_train::error_message(&e)));
-        item_index::build(model_name, version, job_id, &rows, model.config.dim, items, &options)
+        rows.extend_from_slice(&cold.rows);
+        let all = items
+            .clone()
+            .with_cold(cold.ids.clone())
+            .unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, e.to_string()));
+        item_index::build(model_name, version, job_id, &rows, model.config.dim, &all, &options)
     });
     Some(match built {
         Ok(b) => format!("item index {} built in {:.1} s", b.table, b.build_ms / 1000.0),

@@ -3,6 +3,8 @@
 //! Everything here is plain Rust tested with `cargo test -p tfllmer-core`;
 //! the extension crate only moves data between SQL and these functions.
 
+pub mod baselines;
+pub mod cold;
 pub mod embedding_codec;
 pub mod graph;
 pub mod graph_codec;

@@ -142,26 +142,33 @@ impl Histories {
     pub fn from_events(mut events: Vec<Event>) -> Self {
         let segments = order_histories(&mut events);
         let index = IdIndex::new(events.iter().map(|e| e.item));
-        let (users, sequences) = Self::tokens(&events, &segments, &index);
+        let (users, sequences) = Self::tokens(&events, &segments, |id| index.get(id).map(|i| i + 1));
         Histories { items: vocabulary(index), users, sequences }
     }
 
     /// Histories over a fixed item vocabulary (a trained model's): events of
     /// other items are left out of the sequences. Returns how many were.
+    /// (Cold items of the vocabulary count as its items.)
     pub fn with_items(mut events: Vec<Event>, items: &Vocabulary) -> (Self, usize) {
         let segments = order_histories(&mut events);
-        let index = IdIndex::new(items.ids().iter().copied());
-        let (users, sequences) = Self::tokens(&events, &segments, &index);
+        let (users, sequences) = if items.n_cold() == 0 {
+            let index = IdIndex::new(items.ids().iter().copied());
+            Self::tokens(&events, &segments, |id| index.get(id).map(|i| i + 1))
+        } else {
+            Self::tokens(&events, &segments, |id| items.token(id))
+        };
         let unknown = events.len() - sequences.iter().map(Vec::len).sum::<usize>();
-        (Histories { items: vocabulary(index), users, sequences }, unknown)
+        (Histories { items: items.clone(), users, sequences }, unknown)
     }
 
-    fn tokens(events: &[Event], segments: &[(usize, usize)], index: &IdIndex) -> (Vec<i64>, Vec<Vec<u32>>) {
+    fn tokens(
+        events: &[Event],
+        segments: &[(usize, usize)],
+        token: impl Fn(i64) -> Option<u32>,
+    ) -> (Vec<i64>, Vec<Vec<u32>>) {
         let users = segments.iter().map(|&(s, _)| events[s].user).collect();
-        let sequences = segments
-            .iter()
-            .map(|&(s, e)| events[s..e].iter().filter_map(|ev| index.get(ev.item).map(|i| i + 1)).collect())
-            .collect();
+        let sequences =
+            segments.iter().map(|&(s, e)| events[s..e].iter().filter_map(|ev| token(ev.item)).collect()).collect();
         (users, sequences)
     }
 

@@ -4,13 +4,18 @@
 //! Tokens are 1..=n (0 is padding); token t is the t-th smallest item id,
 //! so the ids are strictly ascending and an id's token is found by binary
 //! search. Stored as n little-endian `i64`s (`model_store.item_ids`).
+//! A model serving cold-start items appends them after its trained items
+//! (tokens n+1..=n+c, again in ascending id order): two sorted runs.
 
 use std::fmt;
 
-/// Item ids in token order (strictly ascending).
+/// Item ids in token order: the trained items' ids strictly ascending,
+/// then the cold items' ids strictly ascending.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Vocabulary {
     ids: Vec<i64>,
+    /// how many of `ids` are trained items (the first run)
+    trained: usize,
 }
 
 /// Why stored item ids cannot be read back.
@@ -22,6 +27,8 @@ pub enum VocabularyError {
     Count { expected: usize, found: usize },
     /// ids must be strictly ascending; this one is not after its predecessor
     Order { position: usize, id: i64 },
+    /// a cold item that is already a trained item
+    Duplicate(i64),
 }
 
 impl fmt::Display for VocabularyError {
@@ -34,6 +41,7 @@ impl fmt::Display for VocabularyError {
             VocabularyError::Order { position, id } => {
                 write!(f, "item id {id} at position {position} is not above the one before it")
             }
+            VocabularyError::Duplicate(id) => write!(f, "item {id} is both a trained and a cold item"),
         }
     }
 }
@@ -45,7 +53,8 @@ impl Vocabulary {
     pub fn new(mut ids: Vec<i64>) -> Self {
         ids.sort_unstable();
         ids.dedup();
-        Self { ids }
+        let trained = ids.len();
+        Self { ids, trained }
     }
 
     /// Ids already strictly ascending (checked).
@@ -53,7 +62,38 @@ impl Vocabulary {
         if let Some(position) = ids.windows(2).position(|w| w[0] >= w[1]) {
             return Err(VocabularyError::Order { position: position + 1, id: ids[position + 1] });
         }
-        Ok(Self { ids })
+        let trained = ids.len();
+        Ok(Self { ids, trained })
+    }
+
+    /// This vocabulary with cold items after its trained ones: `cold` must
+    /// be strictly ascending and hold no id the vocabulary has. Any cold
+    /// items it had are replaced.
+    pub fn with_cold(mut self, cold: Vec<i64>) -> Result<Self, VocabularyError> {
+        self.ids.truncate(self.trained);
+        if let Some(position) = cold.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(VocabularyError::Order { position: self.trained + position + 1, id: cold[position + 1] });
+        }
+        if let Some(&id) = cold.iter().find(|&&id| self.ids.binary_search(&id).is_ok()) {
+            return Err(VocabularyError::Duplicate(id));
+        }
+        self.ids.extend(cold);
+        Ok(self)
+    }
+
+    /// Trained items: tokens 1..=n_trained.
+    pub fn n_trained(&self) -> usize {
+        self.trained
+    }
+
+    /// Cold items: tokens n_trained+1..=len.
+    pub fn n_cold(&self) -> usize {
+        self.ids.len() - self.trained
+    }
+
+    /// The cold items' ids, ascending.
+    pub fn cold_ids(&self) -> &[i64] {
+        &self.ids[self.trained..]
     }
 
     /// Number of items (tokens 1..=len).
@@ -72,7 +112,11 @@ impl Vocabulary {
 
     /// The token of an item id; None for an item outside the vocabulary.
     pub fn token(&self, id: i64) -> Option<u32> {
-        self.ids.binary_search(&id).ok().map(|i| i as u32 + 1)
+        let (trained, cold) = self.ids.split_at(self.trained);
+        match trained.binary_search(&id) {
+            Ok(i) => Some(i as u32 + 1),
+            Err(_) => cold.binary_search(&id).ok().map(|i| (self.trained + i) as u32 + 1),
+        }
     }
 
     /// The item id of token t (1..=len); None for padding or out of range.
@@ -85,9 +129,10 @@ impl Vocabulary {
         self.ids.len() * std::mem::size_of::<i64>()
     }
 
-    /// The stored form: len little-endian i64s.
+    /// The stored form of the trained items: n_trained little-endian i64s
+    /// (cold items are stored one row each, beside the model).
     pub fn encode(&self) -> Vec<u8> {
-        self.ids.iter().flat_map(|id| id.to_le_bytes()).collect()
+        self.ids[..self.trained].iter().flat_map(|id| id.to_le_bytes()).collect()
     }
 
     /// Reads the stored form back, checking it holds `expected` ids in
@@ -143,5 +188,24 @@ mod tests {
         // a repeated id is not ascending either
         assert!(Vocabulary::from_sorted(vec![1, 2, 2]).is_err());
         assert_eq!(Vocabulary::decode(&[], 0), Ok(Vocabulary::default()));
+    }
+
+    #[test]
+    fn cold_items_follow_the_trained_ones() {
+        let v = Vocabulary::new(vec![10, 30, 50]).with_cold(vec![5, 20, 60]).unwrap();
+        assert_eq!(v.ids(), &[10, 30, 50, 5, 20, 60]);
+        assert_eq!((v.n_trained(), v.n_cold(), v.len()), (3, 3, 6));
+        assert_eq!(v.cold_ids(), &[5, 20, 60]);
+        for (i, &id) in v.ids().iter().enumerate() {
+            assert_eq!(v.token(id), Some(i as u32 + 1));
+            assert_eq!(v.item_id(i as u32 + 1), Some(id));
+        }
+        assert_eq!(v.token(40), None);
+        // only the trained items are stored with the model
+        assert_eq!(Vocabulary::decode(&v.encode(), 3), Ok(Vocabulary::new(vec![10, 30, 50])));
+        // replacing the cold items; bad cold lists
+        assert_eq!(v.clone().with_cold(vec![]).unwrap(), Vocabulary::new(vec![10, 30, 50]));
+        assert_eq!(v.clone().with_cold(vec![7, 30]), Err(VocabularyError::Duplicate(30)));
+        assert_eq!(v.with_cold(vec![7, 7]), Err(VocabularyError::Order { position: 4, id: 7 }));
     }
 }

@@ -181,6 +181,30 @@ impl Recommender {
         Ok(Self { config, item, encoder })
     }
 
+    /// The same encoder over another item table: `rows` holds items
+    /// 1..=n_items of the new table (row-major, n_items × dim; padding row 0
+    /// is added). For a model that serves cold-start items beside its
+    /// trained ones, and for a warm start over a changed catalogue.
+    pub fn with_item_rows(self, n_items: usize, rows: &[f32]) -> Result<Self> {
+        let d = self.config.dim;
+        if rows.len() != n_items * d {
+            candle_core::bail!("item rows have {} values, expected {} × {}", rows.len(), n_items, d);
+        }
+        let mut values = vec![0.0f32; d];
+        values.extend_from_slice(rows);
+        let table = Tensor::from_vec(values, &[n_items + 1, d], &Device::Cpu)?.to_dtype(self.config.dtype)?;
+        let config = ModelConfig { n_items, ..self.config };
+        Ok(Self { config, item: Var::from_tensor(&table)?, encoder: self.encoder })
+    }
+
+    /// The stored item rows 1..=n_items (n_items × dim, as f32, before the
+    /// forward pass's normalisation).
+    pub fn item_rows(&self) -> Result<Vec<f32>> {
+        let d = self.config.dim;
+        let all = self.item.as_tensor().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(all[d..].to_vec())
+    }
+
     /// Every trainable parameter with a stable name (the model file's keys).
     pub fn named_vars(&self) -> Vec<(String, Var)> {
         let mut named = vec![("item".to_string(), self.item.clone())];

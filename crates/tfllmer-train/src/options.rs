@@ -37,6 +37,17 @@ pub struct TrainingOptions {
     /// users whose validation (and test) cases are ranked; None: by size
     /// ([`default_eval_users`])
     pub eval_users: Option<usize>,
+    /// serve every item of the init embedding that has no interactions as
+    /// a cold-start item of the new version
+    pub cold_items: bool,
+    /// the share of items held out of training entirely (seeded by `seed`:
+    /// [`tfllmer_core::cold::held_out`]) and served as cold items, for
+    /// evaluate(items => 'cold'); 0: none
+    pub cold_holdout: f64,
+    /// how cold items get their rows: false (default, "ridge"): the map
+    /// fitted from init rows to trained rows; true ("init"): their init rows
+    /// as they are (the ablation)
+    pub cold_map_init: bool,
 }
 
 /// The values of option "loss".
@@ -78,6 +89,9 @@ pub const KEYS: &[&str] = &[
     "negatives",
     "sampler",
     "eval_users",
+    "cold_items",
+    "cold_holdout",
+    "cold_map",
 ];
 
 /// The options' defaults (those of shared/reference/sasrec_ref.py),
@@ -165,6 +179,15 @@ fn number(
     }
 }
 
+/// A boolean option.
+fn boolean(map: &Map<String, Value>, key: &str, default: bool) -> Result<bool, OptionsError> {
+    match map.get(key) {
+        None => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(OptionsError(format!("options.{key} must be true or false, got {other}"))),
+    }
+}
+
 /// A string option that must be one of `allowed`.
 fn text<'a>(map: &'a Map<String, Value>, key: &str, allowed: &[&str]) -> Result<Option<&'a str>, OptionsError> {
     let Some(value) = map.get(key) else { return Ok(None) };
@@ -227,6 +250,12 @@ impl TrainingOptions {
             None if sampling_keys.iter().any(|k| map.contains_key(*k)) => Some(LossKind::SampledSoftmax),
             None => None,
         };
+        if map.contains_key("cold_holdout") && map.get("cold_items") == Some(&Value::Bool(false)) {
+            return Err(OptionsError(
+                "options.cold_holdout serves the held-out items as cold items: it needs cold_items (leave it out)"
+                    .into(),
+            ));
+        }
         if !dim.is_multiple_of(heads) {
             return Err(OptionsError(format!("options.heads ({heads}) must divide dim ({dim})")));
         }
@@ -255,6 +284,10 @@ impl TrainingOptions {
                 .contains_key("eval_users")
                 .then(|| integer(map, "eval_users", 1, 1_000_000_000, 1).map(|n| n as usize))
                 .transpose()?,
+            cold_holdout: number(map, "cold_holdout", 0.0, true, 0.5, true)?.unwrap_or(0.0),
+            // a hold-out is evaluated as cold items: it implies cold_items
+            cold_items: boolean(map, "cold_items", map.contains_key("cold_holdout"))?,
+            cold_map_init: text(map, "cold_map", &["ridge", "init"])? == Some("init"),
         })
     }
 
@@ -316,6 +349,15 @@ impl TrainingOptions {
         if let Some(n) = self.eval_users {
             map.insert("eval_users".into(), n.into());
         }
+        if self.cold_items {
+            map.insert("cold_items".into(), true.into());
+        }
+        if self.cold_holdout > 0.0 {
+            map.insert("cold_holdout".into(), self.cold_holdout.into());
+        }
+        if self.cold_map_init {
+            map.insert("cold_map".into(), "init".into());
+        }
         Value::Object(map)
     }
 }
@@ -336,6 +378,10 @@ mod tests {
         assert_eq!((o.learning_rate, o.dropout, o.patience, o.seed, o.threads), (1e-3, 0.2, 10, 7, 2));
         assert_eq!((o.temperature, o.max_train_seconds), (None, None));
         assert_eq!((o.loss, o.negatives, o.sampler, o.eval_users), (None, 256, Sampler::Uniform, None));
+        assert_eq!((o.cold_items, o.cold_holdout), (false, 0.0));
+        // a hold-out is served as cold items
+        let h = parse(json!({"cold_holdout": 0.1})).unwrap();
+        assert_eq!((h.cold_items, h.cold_holdout), (true, 0.1));
         assert_eq!(TrainingOptions::parse(&Value::Null, Backbone::SasRec, None, 3).unwrap().threads, 3);
         let gru = TrainingOptions::parse(&json!({}), Backbone::Gru4Rec, Some(32), 2).unwrap();
         assert_eq!((gru.layers, gru.dim), (1, 32));
@@ -350,6 +396,10 @@ mod tests {
             json!({"loss": "full", "eval_users": 500}),
             json!({"loss": "sampled_softmax", "negatives": 64, "sampler": "popularity"}),
             json!({"negatives": 64}),
+            json!({"cold_items": true}),
+            json!({"cold_holdout": 0.1}),
+            json!({"cold_holdout": 0}),
+            json!({"cold_holdout": 0.1, "cold_map": "init"}),
         ] {
             let o = parse(given).unwrap();
             assert_eq!(parse(o.to_json()).unwrap(), o);
@@ -379,6 +429,10 @@ mod tests {
             (json!({"loss": "full", "sampler": "uniform"}), "options.sampler applies to the sampled softmax"),
             (json!({"eval_users": 0}), "options.eval_users must be between 1"),
             (json!({"eval_users": 1.5}), "options.eval_users must be an integer"),
+            (json!({"cold_items": 1}), "options.cold_items must be true or false, got 1"),
+            (json!({"cold_map": "knn"}), "options.cold_map must be one of \"ridge\", \"init\", got \"knn\""),
+            (json!({"cold_holdout": 0.6}), "options.cold_holdout must be in [0, 0.5], got 0.6"),
+            (json!({"cold_holdout": 0.1, "cold_items": false}), "options.cold_holdout serves the held-out items"),
         ];
         for (value, expected) in cases {
             let err = parse(value.clone()).unwrap_err().0;

@@ -191,6 +191,65 @@ pub struct RecPcaOutput {
     pub graph_tv_pca: Option<f64>,
     /// the eigenvalues of M that were kept, largest first
     pub eigenvalues: Vec<f64>,
+    /// how a new input row maps to its output row (for items that arrive
+    /// after Rec-PCA ran: cold-start items)
+    pub projection: Projection,
+}
+
+/// The map from one input embedding to its Rec-PCA row, fixed by a run:
+/// z = normalise((x / ‖x‖ − μ) · W), with μ the mean of the run's
+/// unit-length input rows and W its D × dim eigenvectors (module docs).
+/// Applied to a row of the run's own input it gives that row's output
+/// (up to f32 rounding).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Projection {
+    /// μ: D values
+    pub mean: Vec<f64>,
+    /// W: D × dim, row-major
+    pub components: Vec<f64>,
+    pub dim: usize,
+}
+
+impl Projection {
+    /// From μ (D values) and W (D × dim, row-major), as stored.
+    pub fn from_parts(mean: Vec<f64>, components: Vec<f64>, dim: usize) -> Self {
+        debug_assert_eq!(components.len(), mean.len() * dim);
+        Self { mean, components, dim }
+    }
+
+    /// From μ (D) and W (D × dim).
+    fn new(mean: Vec<f64>, w: MatRef<'_, f64>) -> Self {
+        let (d, k) = (w.nrows(), w.ncols());
+        let mut components = Vec::with_capacity(d * k);
+        for r in 0..d {
+            components.extend((0..k).map(|c| w[(r, c)]));
+        }
+        Self { mean, components, dim: k }
+    }
+
+    /// The input width D.
+    pub fn input_dim(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// The output row of one input embedding `x` (D values), unit length;
+    /// a zero row after centring stays zero. None when `x` has another
+    /// width or a value that is not finite.
+    pub fn project(&self, x: &[f32]) -> Option<Vec<f32>> {
+        if x.len() != self.input_dim() || x.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let scale = 1.0 / x.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt().max(1e-12);
+        let mut z = vec![0.0f64; self.dim];
+        for ((&v, &m), w) in x.iter().zip(&self.mean).zip(self.components.chunks_exact(self.dim)) {
+            let centred = v as f64 * scale - m;
+            for (z, &w) in z.iter_mut().zip(w) {
+                *z += centred * w;
+            }
+        }
+        let norm = z.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+        Some(z.iter().map(|v| (v / norm) as f32).collect())
+    }
 }
 
 /// Checks an embedding set before the work starts.
@@ -231,7 +290,7 @@ pub fn rec_pca(
     let dim = params.dim;
 
     progress.report("normalising", 0.0);
-    normalise_and_centre(&mut embeddings);
+    let mean = normalise_and_centre(&mut embeddings);
     let x = &embeddings.values;
 
     // S = XᵀX and G = Xᵀ(ÂX), accumulated over blocks of rows; with several
@@ -304,7 +363,8 @@ pub fn rec_pca(
     progress.report("projecting", 0.0);
     let z = project(x, n, d_in, w.as_ref());
     progress.report("done", 1.0);
-    Ok(RecPcaOutput { z, dim, retained_variance, graph_tv, graph_tv_pca, eigenvalues })
+    let projection = Projection::new(mean, w.as_ref());
+    Ok(RecPcaOutput { z, dim, retained_variance, graph_tv, graph_tv_pca, eigenvalues, projection })
 }
 
 /// The lower triangles of XᵀX and, with a graph, Xᵀ(ÂX) over the given rows
@@ -341,8 +401,8 @@ fn accumulate(
 }
 
 /// Rows scaled to unit length (zero rows stay zero), then the column mean
-/// subtracted; computed in f64, stored back as f32.
-fn normalise_and_centre(e: &mut Embeddings) {
+/// subtracted; computed in f64, stored back as f32. Returns the mean.
+fn normalise_and_centre(e: &mut Embeddings) -> Vec<f64> {
     let d = e.input_dim;
     let n = e.n_items();
     let scale: Vec<f64> =
@@ -361,6 +421,7 @@ fn normalise_and_centre(e: &mut Embeddings) {
             *v = (*v as f64 * s - m) as f32;
         }
     }
+    mean
 }
 
 /// Rows start..start+rows of ÂX into `y` (X stored as f32, sums in f64).
@@ -637,6 +698,39 @@ mod tests {
         for row in out.z.chunks(4) {
             let norm: f64 = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
             assert!((norm - 1.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn the_projection_maps_each_input_row_to_its_output_row() {
+        // exact and randomized runs, with and without a graph: projecting
+        // a row of the input again (as a cold-start item would be) gives
+        // the row Rec-PCA output for it
+        let (n, d, dim) = (300, 24, 6);
+        let e = decaying_embeddings(n, d, 20, 3);
+        let (a, _) = ring_graph(n, 5).normalized_adjacency_for(&e.ids);
+        for graph in [None, Some(&a)] {
+            let params = RecPcaParams { dim, lambda: 0.5, threads: 1 };
+            let exact = rec_pca(e.clone(), graph, params, &mut no_progress()).unwrap();
+            let mut source = e.clone();
+            let fast = rec_pca_randomized(&mut source, graph, params, &Krylov::default(), &mut no_progress()).unwrap();
+            for out in [&exact, &fast] {
+                assert_eq!((out.projection.input_dim(), out.projection.dim), (d, dim));
+                for i in 0..n {
+                    let z = out.projection.project(e.row(i)).unwrap();
+                    for (p, q) in z.iter().zip(&out.z[i * dim..(i + 1) * dim]) {
+                        assert!((p - q).abs() < 1e-5, "row {i}: {p} vs {q}");
+                    }
+                }
+                // the input's scale does not matter (rows are normalised first)
+                let doubled: Vec<f32> = e.row(7).iter().map(|v| v * 2.0).collect();
+                assert_eq!(out.projection.project(&doubled), out.projection.project(e.row(7)));
+                // a row of another width, or with a NaN, has no projection
+                assert_eq!(out.projection.project(&e.row(0)[1..]), None);
+                let mut bad = e.row(0).to_vec();
+                bad[3] = f32::NAN;
+                assert_eq!(out.projection.project(&bad), None);
+            }
         }
     }
 

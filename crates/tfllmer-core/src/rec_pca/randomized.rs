@@ -29,7 +29,8 @@ use faer::{Accum, Mat, MatMut, MatRef, Par};
 use sprs::CsMat;
 
 use super::{
-    top_eigenvectors, Embeddings, Progress, RecPcaError, RecPcaOutput, RecPcaParams, BLOCK_ROWS, RANK_TOLERANCE,
+    top_eigenvectors, Embeddings, Progress, Projection, RecPcaError, RecPcaOutput, RecPcaParams, BLOCK_ROWS,
+    RANK_TOLERANCE,
 };
 
 /// What a pass hands each block of rows to: (places, row-major values).
@@ -420,5 +421,6 @@ pub fn rec_pca_randomized(
         z.extend(row.iter().map(|&v| (v as f64 / norm) as f32));
     }
     progress.report("done", 1.0);
-    Ok(RecPcaOutput { z, dim, retained_variance, graph_tv, graph_tv_pca, eigenvalues })
+    let projection = Projection::new(s.mean, cols[0].as_ref());
+    Ok(RecPcaOutput { z, dim, retained_variance, graph_tv, graph_tv_pca, eigenvalues, projection })
 }
