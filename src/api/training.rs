@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
+use tfllmer_train::model::Backbone;
 use tfllmer_train::options::TrainingOptions;
 
 use crate::postgres::backend::{self, require_primary};
@@ -14,7 +15,7 @@ use crate::postgres::interactions::InteractionSource;
 use crate::postgres::item_index;
 use crate::postgres::jobs::launch::{launch_worker, WorkerStart};
 use crate::postgres::jobs::{self, record_lost_jobs, JobState, NewJob};
-use crate::postgres::models::parse_backbone;
+use crate::postgres::models::{describe_version, newest_version, parse_backbone, VersionMeta};
 use crate::postgres::relation::readable_relation;
 use crate::postgres::spi::{first_value, spi_failed, write_returning};
 use crate::postgres::sql_types::{RegClass, SqlName};
@@ -62,9 +63,19 @@ fn train(
             ),
         }
     });
-    let options = required(options, "options");
-    let options = TrainingOptions::parse(&options.0, backbone, init_dim, settings::threads())
+    let given = required(options, "options").0;
+    let warm_start = given.get("warm_start") == Some(&serde_json::Value::Bool(true));
+    let (given, base) = if warm_start {
+        let (merged, base) = warm_start_options(model_name, backbone, normalize, given);
+        (merged, Some(base))
+    } else {
+        (given, None)
+    };
+    let options = TrainingOptions::parse(&given, backbone, init_dim, settings::threads())
         .unwrap_or_else(|e| raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, e.0));
+    if let Some(base) = &base {
+        check_same_shape(model_name, base, &options);
+    }
     if options.cold_items && init.is_none() {
         raise(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -105,6 +116,89 @@ fn train(
         );
     }
     job_id
+}
+
+/// The options of a warm start: those of the newest version of
+/// `model_name` (the caller's), with the keys given over them. The model
+/// must be of the same kind: backbone, normalisation and the shape of its
+/// layers cannot change (its weights are continued).
+fn warm_start_options(
+    model_name: &str,
+    backbone: Backbone,
+    normalize: bool,
+    given: serde_json::Value,
+) -> (serde_json::Value, VersionMeta) {
+    let Some(key) = newest_version(model_name) else {
+        raise_with_hint(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("options.warm_start: model \"{model_name}\" has no trained version to continue from"),
+            "Train it once without warm_start.",
+        )
+    };
+    let base = describe_version(model_name, Some(key.version));
+    let name_of = |b: Backbone| if b == Backbone::SasRec { "sasrec" } else { "gru4rec" };
+    if base.config.backbone != backbone {
+        raise_with_hint(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "backbone: model \"{model_name}\" is a {} model; a warm start continues it",
+                name_of(base.config.backbone)
+            ),
+            format!("Pass backbone => '{}'.", name_of(base.config.backbone)),
+        );
+    }
+    if base.config.normalize != normalize {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "normalize: model \"{model_name}\" was trained with normalize => {}; a warm start continues it",
+                base.config.normalize
+            ),
+        );
+    }
+    let stored = first_value::<JsonB>(
+        "SELECT options FROM tfllmer.model_store WHERE model_name = $1 AND version = $2",
+        &[model_name.into(), key.version.into()],
+    )
+    .map(|j| j.0)
+    .unwrap_or_default();
+    let mut merged = match stored {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    // what was resolved by size is resolved again on today's data
+    for by_size in ["loss", "eval_users", "negatives", "sampler"] {
+        merged.remove(by_size);
+    }
+    let serde_json::Value::Object(given) = given else { return (given, base) };
+    merged.extend(given);
+    (serde_json::Value::Object(merged), base)
+}
+
+/// A warm start's options must keep the continued version's layers.
+fn check_same_shape(model_name: &str, base: &VersionMeta, options: &TrainingOptions) {
+    let c = &base.config;
+    let pairs = [
+        ("dim", c.dim, options.dim),
+        ("layers", c.layers, options.layers),
+        ("heads", c.heads, options.heads),
+        ("max_len", c.max_len, options.max_len),
+    ];
+    let changed = pairs.iter().find(|(_, theirs, mine)| theirs != mine).map(|(k, t, _)| (*k, t.to_string()));
+    let changed = changed.or_else(|| {
+        (c.temperature != options.temperature)
+            .then(|| ("temperature", c.temperature.map_or("none".to_string(), |t| t.to_string())))
+    });
+    if let Some((option, theirs)) = changed {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "options.{option}: a warm start continues model \"{model_name}\" version {}, whose {option} is \
+                 {theirs}; leave it out",
+                base.version
+            ),
+        );
+    }
 }
 
 /// "too few users or interactions to split": leave-one-out needs users with

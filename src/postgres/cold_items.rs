@@ -35,6 +35,18 @@ impl ColdRows {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+
+    /// Sorted by item id (rows follow their ids).
+    pub fn sorted(self, dim: usize) -> Self {
+        let mut order: Vec<usize> = (0..self.ids.len()).collect();
+        order.sort_unstable_by_key(|&r| self.ids[r]);
+        let take = |src: &[f32]| order.iter().flat_map(|&r| src[r * dim..(r + 1) * dim].iter().copied()).collect();
+        Self {
+            ids: order.iter().map(|&r| self.ids[r]).collect(),
+            rows: take(&self.rows),
+            init_rows: take(&self.init_rows),
+        }
+    }
 }
 
 /// Whether this database's catalog has cold items (one older than 0.5.0,

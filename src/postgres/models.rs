@@ -189,6 +189,12 @@ fn read_version_in(name: &str, version: Option<i32>, blobs: bool) -> (VersionMet
     (meta, blobs)
 }
 
+/// What `version` of `name` is (the newest when None), without its weights;
+/// raises as [`load_version`] does.
+pub fn describe_version(name: &str, version: Option<i32>) -> VersionMeta {
+    read_version(name, version, false).0
+}
+
 fn raise_corrupt(name: &str, version: i32, what: String) -> ! {
     raise(Code::ERRCODE_DATA_CORRUPTED, format!("model \"{name}\" version {version}: {what}"))
 }

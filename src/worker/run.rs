@@ -180,7 +180,7 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
     let n_users = split.train.len() as i64;
     let n_items = data.histories.n_items();
     let plan = TrainingPlan::new(&options, split.train.len(), n_items);
-    let mut detail = data.detail;
+    let mut detail = data.detail.clone();
     detail.extend(plan.describe(split.train.len(), n_items));
     transaction(|| job::record_data(job_id, n_users, n_items as i64, Some(detail.join("; "))))?;
 
@@ -196,7 +196,13 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
         dtype: tfllmer_train::DType::F32,
         temperature: options.temperature,
     };
-    let model = Recommender::new(config, data.init.as_deref(), &mut rng).map_err(|e| error_message(&e))?;
+    let model = if options.warm_start {
+        let (model, note) = transaction(|| warm_start_model(spec, &options, &data, &mut rng))??;
+        transaction(|| job::add_detail(job_id, &note))?;
+        model
+    } else {
+        Recommender::new(config, data.init.as_deref(), &mut rng).map_err(|e| error_message(&e))?
+    };
     let train_seqs: Vec<&[u32]> = split.train.iter().map(|t| t.1).collect();
     // validation and test on the same users: all, or a seeded sample
     let valid: Vec<(&[u32], u32)> = plan.eval_sample.iter().map(|&u| (split.valid[u].1, split.valid[u].2)).collect();
@@ -216,13 +222,21 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
         Some(Stop::Error(e)) => return Err(e),
         None => {}
     }
-    let Some(best) = reports.iter().max_by(|a, b| a.valid_ndcg10.total_cmp(&b.valid_ndcg10)) else {
-        return Err("no epoch finished".into());
+    let best = match reports.iter().max_by(|a, b| a.valid_ndcg10.total_cmp(&b.valid_ndcg10)) {
+        Some(best) => (best.epoch, best.valid_ndcg10),
+        // a warm start of 0 epochs stores the version it continued, on today's data
+        None if options.epochs == 0 => {
+            let valid =
+                evaluate(&model, &valid, 10).map_err(|e| format!("evaluation failed: {}", error_message(&e)))?;
+            (0, valid.ndcg())
+        }
+        None => return Err("no epoch finished".into()),
     };
     let test_metrics = evaluate(&model, &test, 10).map_err(|e| format!("evaluation failed: {}", error_message(&e)))?;
     let weights = model.to_safetensors().map_err(|e| format!("saving the model failed: {}", error_message(&e)))?;
+    let previous = transaction(|| previous_cold_items(&spec.model_name, model.config.dim))?;
     let cold = match &data.embedding {
-        Some(embedding) => cold_items_of(&model, &data.histories.items, embedding, &options)?,
+        Some(embedding) => cold_items_of(&model, &data.histories.items, embedding, &options, previous)?,
         None => ColdPlan::default(),
     };
     if !cold.notes.is_empty() {
@@ -235,8 +249,8 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
         dropout: options.dropout,
         n_users,
         epochs: reports.len(),
-        best_epoch: best.epoch,
-        valid_ndcg10: best.valid_ndcg10,
+        best_epoch: best.0,
+        valid_ndcg10: best.1,
         test_hr10: test_metrics.hr(),
         test_ndcg10: test_metrics.ndcg(),
         test_users: test.len() as i64,
@@ -260,11 +274,21 @@ struct ColdPlan {
 /// Fits the map from the init embedding's rows to the trained item rows
 /// (tfllmer_core::cold) when the embedding keeps its projection, and maps
 /// the embedding's items that have no interactions when `cold_items`.
+/// The cold items of the model's newest version and the map that made
+/// them, when it has any of this width (carried to the new version).
+fn previous_cold_items(model_name: &str, dim: usize) -> Option<(ColdRows, ColdMap)> {
+    let key = models::newest_version(model_name)?;
+    let map = cold_items::cold_map(model_name, key.version).filter(|m| m.dim() == dim)?;
+    let rows = cold_items::read(model_name, key.version, dim);
+    (!rows.is_empty()).then_some((rows, map))
+}
+
 fn cold_items_of(
     model: &Recommender,
     items: &Vocabulary,
     embedding: &StoredEmbedding,
     options: &TrainingOptions,
+    previous: Option<(ColdRows, ColdMap)>,
 ) -> Result<ColdPlan, String> {
     let Some(projection) = embedding.projection.clone() else {
         return Ok(ColdPlan::default());
@@ -310,8 +334,97 @@ fn cold_items_of(
         plan.notes.push(format!("{} cold item(s): embedded items without interactions", cold.len()));
         plan.rows = cold;
     }
+    // the previous version's cold items that still have no interactions
+    // stay cold items, mapped again by this version's map (from the same
+    // projection only: another one's init rows mean nothing here)
+    if let Some((old, old_map)) = previous {
+        let still: Vec<usize> = (0..old.len())
+            .filter(|&r| items.token(old.ids[r]).is_none() && plan.rows.ids.binary_search(&old.ids[r]).is_err())
+            .collect();
+        if old_map.projection != map.projection {
+            if !still.is_empty() {
+                plan.notes.push(format!(
+                    "{} cold item(s) of the previous version were not carried over: its init embedding's \
+                     projection differs from this one's (add them again with add_items)",
+                    still.len()
+                ));
+            }
+        } else if !still.is_empty() {
+            let d = model.config.dim;
+            let mut merged = std::mem::take(&mut plan.rows);
+            for &r in &still {
+                let z = &old.init_rows[r * d..(r + 1) * d];
+                merged.ids.push(old.ids[r]);
+                merged.rows.extend(map.row_of_init(z));
+                merged.init_rows.extend_from_slice(z);
+            }
+            plan.notes.push(format!("{} cold item(s) carried over from the previous version", still.len()));
+            plan.rows = merged.sorted(d);
+        }
+    }
     plan.map = Some(map);
     Ok(plan)
+}
+
+/// The model a warm start continues: the newest version's encoder, and an
+/// item table over today's items. An item the version has (trained or
+/// cold) keeps its row; a new item with a row in the init embedding is
+/// mapped by the version's cold-item map when the embedding has the
+/// projection the map was made with, else starts from that row; any other
+/// starts at a random unit vector. Returns what the job's detail says.
+fn warm_start_model(
+    spec: &JobSpec,
+    options: &TrainingOptions,
+    data: &TrainingData,
+    rng: &mut SplitMix64,
+) -> Result<(Recommender, String), String> {
+    let base = models::load_version(&spec.model_name, None);
+    let map = cold_items::cold_map(&spec.model_name, base.version);
+    let d = base.model.config.dim;
+    let base_rows = base.model.item_rows().map_err(|e| error_message(&e))?;
+    let embedding = data.embedding.as_ref();
+    let map = map.filter(|m| embedding.and_then(|e| e.projection.as_ref()) == Some(&m.projection));
+    let unit = |v: &[f32]| -> Vec<f32> {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter().map(|x| x / norm).collect()
+        } else {
+            v.to_vec()
+        }
+    };
+    let items = &data.histories.items;
+    let mut rows = Vec::with_capacity(items.len() * d);
+    let [mut kept, mut mapped, mut from_init, mut random] = [0usize; 4];
+    for &id in items.ids() {
+        if let Some(t) = base.items.token(id) {
+            rows.extend_from_slice(&base_rows[(t as usize - 1) * d..t as usize * d]);
+            kept += 1;
+            continue;
+        }
+        let z = embedding.and_then(|e| e.ids.binary_search(&id).ok().map(|r| e.row(r)));
+        match (z, &map) {
+            (Some(z), Some(map)) => {
+                rows.extend(map.row_of_init(z));
+                mapped += 1;
+            }
+            (Some(z), None) => {
+                rows.extend(unit(z));
+                from_init += 1;
+            }
+            _ => {
+                rows.extend(unit(&rng.normals(d, 1.0)));
+                random += 1;
+            }
+        }
+    }
+    let mut model = base.model.with_item_rows(items.len(), &rows).map_err(|e| error_message(&e))?;
+    model.config.dropout = options.dropout;
+    let note = format!(
+        "warm start from version {}: {kept} item(s) keep their rows, {mapped} new item(s) mapped from the init \
+         embedding, {from_init} start from their init rows, {random} at random",
+        base.version
+    );
+    Ok((model, note))
 }
 
 /// What the options come to on this data: the loss and the evaluation

@@ -529,6 +529,31 @@ mod tests {
     }
 
     #[test]
+    fn appended_item_rows_leave_the_trained_items_scores_alone() {
+        // cold items after the trained ones: the encoder and the trained
+        // rows are the same, so a history of trained items scores them as
+        // before, and an appended row scores as its own dot product
+        for c in [config(5, true, DType::F32), gru_config(5, false, DType::F32)] {
+            let m = Recommender::new(c.clone(), None, &mut SplitMix64::new(3)).unwrap();
+            let seq = batch(&[&[1, 4, 2]], c.max_len);
+            let before = m.score_last(&seq).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut rows = m.item_rows().unwrap();
+            assert_eq!(rows.len(), 5 * 8);
+            let extra: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin()).collect();
+            rows.extend_from_slice(&extra);
+            let wider = m.with_item_rows(7, &rows).unwrap();
+            assert_eq!(wider.config.n_items, 7);
+            let after = wider.score_last(&seq).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(after.len(), 8);
+            for (a, b) in before.iter().zip(&after).skip(1) {
+                assert!((a - b).abs() < 1e-5, "{c:?}: {a} vs {b}");
+            }
+            assert!(after[6].is_finite() && after[7].is_finite());
+            assert!(wider.with_item_rows(7, &rows[1..]).is_err());
+        }
+    }
+
+    #[test]
     fn left_pad_keeps_the_latest_items() {
         assert_eq!(left_pad(&[&[1, 2, 3, 4], &[5]], 3), vec![2, 3, 4, 0, 0, 5]);
     }

@@ -48,6 +48,9 @@ pub struct TrainingOptions {
     /// fitted from init rows to trained rows; true ("init"): their init rows
     /// as they are (the ablation)
     pub cold_map_init: bool,
+    /// continue from the model's newest version (its weights, its items'
+    /// rows) instead of starting from `init`; epochs may then be 0
+    pub warm_start: bool,
 }
 
 /// The values of option "loss".
@@ -92,6 +95,7 @@ pub const KEYS: &[&str] = &[
     "cold_items",
     "cold_holdout",
     "cold_map",
+    "warm_start",
 ];
 
 /// The options' defaults (those of shared/reference/sasrec_ref.py),
@@ -259,8 +263,11 @@ impl TrainingOptions {
         if !dim.is_multiple_of(heads) {
             return Err(OptionsError(format!("options.heads ({heads}) must divide dim ({dim})")));
         }
+        let warm_start = boolean(map, "warm_start", false)?;
+        // a warm start may store the version as it is (0 epochs)
+        let epochs = integer(map, "epochs", if warm_start { 0 } else { 1 }, 100_000, defaults::EPOCHS as i64)? as usize;
         Ok(TrainingOptions {
-            epochs: integer(map, "epochs", 1, 100_000, defaults::EPOCHS as i64)? as usize,
+            epochs,
             batch_size: integer(map, "batch_size", 1, 65_536, defaults::BATCH_SIZE as i64)? as usize,
             learning_rate: number(map, "learning_rate", 0.0, false, 1.0, true)?.unwrap_or(defaults::LEARNING_RATE),
             max_len: integer(map, "max_len", 1, 1024, defaults::MAX_LEN as i64)? as usize,
@@ -288,6 +295,7 @@ impl TrainingOptions {
             // a hold-out is evaluated as cold items: it implies cold_items
             cold_items: boolean(map, "cold_items", map.contains_key("cold_holdout"))?,
             cold_map_init: text(map, "cold_map", &["ridge", "init"])? == Some("init"),
+            warm_start,
         })
     }
 
@@ -358,6 +366,9 @@ impl TrainingOptions {
         if self.cold_map_init {
             map.insert("cold_map".into(), "init".into());
         }
+        if self.warm_start {
+            map.insert("warm_start".into(), true.into());
+        }
         Value::Object(map)
     }
 }
@@ -400,6 +411,7 @@ mod tests {
             json!({"cold_holdout": 0.1}),
             json!({"cold_holdout": 0}),
             json!({"cold_holdout": 0.1, "cold_map": "init"}),
+            json!({"warm_start": true, "epochs": 0}),
         ] {
             let o = parse(given).unwrap();
             assert_eq!(parse(o.to_json()).unwrap(), o);
@@ -430,6 +442,8 @@ mod tests {
             (json!({"eval_users": 0}), "options.eval_users must be between 1"),
             (json!({"eval_users": 1.5}), "options.eval_users must be an integer"),
             (json!({"cold_items": 1}), "options.cold_items must be true or false, got 1"),
+            (json!({"warm_start": "yes"}), "options.warm_start must be true or false"),
+            (json!({"epochs": 0, "warm_start": false}), "options.epochs must be between 1 and 100000, got 0"),
             (json!({"cold_map": "knn"}), "options.cold_map must be one of \"ridge\", \"init\", got \"knn\""),
             (json!({"cold_holdout": 0.6}), "options.cold_holdout must be in [0, 0.5], got 0.6"),
             (json!({"cold_holdout": 0.1, "cold_items": false}), "options.cold_holdout serves the held-out items"),
