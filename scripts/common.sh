@@ -43,7 +43,8 @@ as_root() {
 ensure_deps() {
     # (PostgreSQL 15 from Debian whatever PG_MAJOR is: every run tests it;
     # the wheels go into the venv of the reference scripts)
-    local pkgs=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo python3)
+    # (postgresql-15-cron: the scheduled-retraining test, tests/integration/cron.sh)
+    local pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev clang sudo python3)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -55,6 +55,7 @@ tests/integration/recommend_load.sh "$cluster"
 tests/integration/upgrade.sh "$cluster"
 tests/integration/backup_restore.sh "$cluster"
 tests/integration/generated_pipeline.sh "$cluster"
+tests/integration/cron.sh "$cluster"
 data=$(data_dir)
 reference=$(reference_dir)
 if [ -n "$data" ] && [ -n "$reference" ]; then

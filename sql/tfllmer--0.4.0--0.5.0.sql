@@ -12,6 +12,9 @@
 --   popularity and nearest_llm (new column method); train() option
 --   cold_holdout holds a seeded share of the items out for it
 --   (tfllmer.cold_holdout tells which).
+-- * train() option warm_start continues the newest version; prune_model
+--   keeps the newest N versions (schedules: docs/operations.md's pg_cron
+--   recipe).
 \echo Use "ALTER EXTENSION tfllmer UPDATE TO '0.5.0'" to load this file. \quit
 
 ALTER TABLE tfllmer.model_store ADD COLUMN n_cold_items bigint NOT NULL DEFAULT 0;
@@ -104,3 +107,12 @@ CREATE FUNCTION tfllmer.evaluate(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'evaluate_items_wrapper';
+
+-- prune_model: keep the newest N versions (for schedules)
+CREATE FUNCTION tfllmer.prune_model(
+	"model_name" TEXT,
+	"keep" INT DEFAULT 3
+) RETURNS bigint
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'prune_model_wrapper';

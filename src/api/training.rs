@@ -370,6 +370,50 @@ fn drop_model(model_name: Option<&str>, if_exists: default!(Option<bool>, false)
     dropped
 }
 
+/// Drops every version of a model but the newest `keep` ones (with their
+/// item index tables and cold items); returns how many it dropped. The
+/// version in use is never dropped, and a request being answered from it
+/// is not disturbed. For schedules: keep the last N versions.
+#[pg_extern(volatile, parallel_unsafe)]
+fn prune_model(model_name: Option<&str>, keep: default!(Option<i32>, 3)) -> i64 {
+    let model_name = object_name(model_name, "model_name");
+    let keep = required(keep, "keep");
+    if keep < 1 {
+        raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("keep must be at least 1 (the version in use), got {keep}"),
+        );
+    }
+    require_primary("prune_model");
+    // a version being stored or indexed meanwhile waits for this
+    item_index::lock_model(model_name);
+    if newest_version(model_name).is_none() {
+        if !first_value::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM tfllmer.model_names WHERE model_name = $1)",
+            &[model_name.into()],
+        )
+        .unwrap_or(false)
+        {
+            raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("model \"{model_name}\" does not exist"));
+        }
+        return 0;
+    }
+    // the oldest version kept
+    let Some(oldest_kept) = first_value::<i32>(
+        "SELECT version FROM tfllmer.model_store WHERE model_name = $1 ORDER BY version DESC OFFSET $2 - 1 LIMIT 1",
+        &[model_name.into(), keep.into()],
+    ) else {
+        return 0;
+    };
+    item_index::drop_where(model_name, Some(oldest_kept));
+    write_returning::<i64>(
+        "WITH gone AS (DELETE FROM tfllmer.model_store WHERE model_name = $1 AND version < $2 RETURNING 1)
+         SELECT count(*) FROM gone",
+        &[model_name.into(), oldest_kept.into()],
+    )
+    .unwrap_or(0)
+}
+
 /// An SVG line chart of one or more jobs' training curves, one line per
 /// job: `metric` 'train_loss' (default) or 'valid_ndcg10' per epoch.
 #[pg_extern(stable, parallel_safe)]

@@ -69,5 +69,14 @@ SELECT tfllmer.train('walker', 'walks', options => '{"warm_start": "yes"}');
 SELECT tfllmer.train('walker', 'walks', options => '{"epochs": 0}');
 SELECT count(*) AS versions FROM tfllmer.models WHERE model_name = 'walker';
 
+-- prune_model keeps the newest versions (and their cold items)
+SELECT tfllmer.prune_model('walker', keep => 2) AS pruned;
+SELECT array_agg(version ORDER BY version) AS versions FROM tfllmer.models WHERE model_name = 'walker';
+SELECT DISTINCT version FROM tfllmer.cold_items WHERE model_name = 'walker' ORDER BY 1;
+SELECT count(*) AS still_answers FROM tfllmer.recommend('walker', 7, k => 5);
+SELECT tfllmer.prune_model('walker') AS nothing_more;
+SELECT tfllmer.prune_model('walker', keep => 0);
+SELECT tfllmer.prune_model('nobody');
+
 SELECT tfllmer.drop_model('walker');
 DROP TABLE walks, item_texts, v1, arrivals;
