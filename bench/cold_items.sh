@@ -35,7 +35,7 @@ psql_q -d postgres -c "CREATE DATABASE bench_cold"
 python3 scripts/load_dataset.py "$data"
 psql_q -c "CREATE EXTENSION tfllmer" -c "CREATE INDEX ON interactions (user_id, ts, item_id)"
 options() {  # options SEED [EXTRA JSON MEMBERS]
-    echo "{\"epochs\": $epochs, \"max_len\": $max_len, \"dim\": 64, \"patience\": ${PATIENCE:-10}, \"seed\": $1, \"threads\": ${THREADS:-2}$2}"
+    echo "{\"epochs\": $epochs, \"max_len\": $max_len, \"dim\": 64, \"patience\": ${PATIENCE:-10}, \"seed\": $1, \"threads\": ${THREADS:-2}${2:-}}"
 }
 train() {  # train MODEL INIT OPTIONS: waits, fails loudly
     local job state
