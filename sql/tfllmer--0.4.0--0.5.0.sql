@@ -15,6 +15,8 @@
 -- * train() option warm_start continues the newest version; prune_model
 --   keeps the newest N versions (schedules: docs/operations.md's pg_cron
 --   recipe).
+-- * embedding, graph_edges, job_log and loss_plot are PARALLEL UNSAFE (they
+--   failed inside a parallel query).
 \echo Use "ALTER EXTENSION tfllmer UPDATE TO '0.5.0'" to load this file. \quit
 
 ALTER TABLE tfllmer.model_store ADD COLUMN n_cold_items bigint NOT NULL DEFAULT 0;
@@ -116,3 +118,12 @@ CREATE FUNCTION tfllmer.prune_model(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'prune_model_wrapper';
+
+-- Functions that read through SPI cannot run in a parallel query (SPI
+-- starts commands there: "cannot start commands during a parallel
+-- operation", e.g. CREATE TABLE AS SELECT * FROM tfllmer.graph_edges(...)
+-- with a parallel plan): PARALLEL UNSAFE, as recommend() since 0.4.0.
+ALTER FUNCTION tfllmer.embedding(text) PARALLEL UNSAFE;
+ALTER FUNCTION tfllmer.graph_edges(text) PARALLEL UNSAFE;
+ALTER FUNCTION tfllmer.job_log(bigint) PARALLEL UNSAFE;
+ALTER FUNCTION tfllmer.loss_plot(bigint[], text, text) PARALLEL UNSAFE;

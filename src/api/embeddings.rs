@@ -284,7 +284,7 @@ fn run_rec_pca(
 }
 
 /// The reduced vectors of a stored embedding, by item id.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_unsafe)]
 fn embedding(
     embedding_name: Option<&str>,
 ) -> TableIterator<'static, (name!(item_id, i64), name!(embedding, Vec<f32>))> {

@@ -170,7 +170,7 @@ fn build_graph(
 const LARGE_INPUT: usize = 10_000_000;
 
 /// The edges of a stored graph, each once, with item_a < item_b.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_unsafe)]
 fn graph_edges(
     graph_name: Option<&str>,
 ) -> TableIterator<'static, (name!(item_a, i64), name!(item_b, i64), name!(weight, f64))> {

@@ -324,7 +324,7 @@ fn wait_job(job_id: Option<i64>, timeout_s: default!(Option<f64>, "NULL")) -> St
 }
 
 /// One row per finished epoch of a job.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_unsafe)]
 fn job_log(
     job_id: Option<i64>,
 ) -> TableIterator<
@@ -416,7 +416,7 @@ fn prune_model(model_name: Option<&str>, keep: default!(Option<i32>, 3)) -> i64 
 
 /// An SVG line chart of one or more jobs' training curves, one line per
 /// job: `metric` 'train_loss' (default) or 'valid_ndcg10' per epoch.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_unsafe)]
 fn loss_plot(
     job_ids: Option<Vec<Option<i64>>>,
     metric: default!(Option<&str>, "'train_loss'"),

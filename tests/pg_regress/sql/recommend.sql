@@ -99,6 +99,13 @@ RESET parallel_setup_cost;
 RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;
 RESET max_parallel_workers_per_gather;
+-- every C function that reads through SPI is PARALLEL UNSAFE (SPI starts
+-- commands, which a parallel query forbids); only these read nothing: the
+-- hold-out hash, and this backend's own cache (restricted to the leader)
+SELECT proname, proparallel FROM pg_catalog.pg_proc
+WHERE pronamespace = 'tfllmer'::regnamespace AND prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'c')
+  AND proparallel <> 'u'
+ORDER BY 1;
 -- a dropped model is never served from the cache
 SELECT count(*) FROM tfllmer.recommend('walker', 5);
 SELECT tfllmer.drop_model('walker');
