@@ -21,6 +21,8 @@ if [ -f "$("$PG_CONFIG" --sharedir)/extension/vector.control" ]; then
         $(cd "$TFLLMER_ROOT/tests/pgvector/sql" && ls *.sql | sed 's/\.sql$//' | sort)
     log "PostgreSQL $PG_MAJOR: a hot standby serving through an item index (tests/integration/standby.sh)"
     tests/integration/standby.sh "$cluster"
+    log "PostgreSQL $PG_MAJOR: pg_dump and pg_restore of item index tables (tests/integration/backup_restore.sh)"
+    tests/integration/backup_restore.sh "$cluster"
 else
     echo "SKIPPED pgvector tests: PostgreSQL $PG_MAJOR here has no pgvector"
 fi

@@ -3,6 +3,8 @@
 # a new database whose role was created again (so it has a new OID, as on
 # another cluster after pg_dumpall) gives that role back all its objects:
 # same answers, and training goes on with new job ids and the next version.
+# Where pgvector is installed, the model also has an item index and a cold
+# item: the index table comes back with its rows and serves as before.
 # usage: backup_restore.sh CLUSTER_DIR   (PG* variables point at that cluster)
 source "$(dirname "$0")/../../scripts/common.sh"
 role=tfllmer_backup_owner
@@ -18,6 +20,19 @@ SQL
 psql_q -d tfllmer_backup -c "CREATE EXTENSION tfllmer" -c "GRANT CREATE ON SCHEMA public TO $role"
 q() { psql_q -U "$role" -d "$1" -A -t -c "$2"; }
 psql_q -U "$role" -d tfllmer_backup -f "$(dirname "$0")/whole_pipeline.sql" >/dev/null
+indexed=""
+if [ -f "$("$PG_CONFIG" --sharedir)/extension/vector.control" ]; then
+    indexed=1
+    psql_q -d tfllmer_backup -c "CREATE EXTENSION vector" >/dev/null
+    q tfllmer_backup "SELECT n_items FROM tfllmer.create_item_index('walker')" >/dev/null
+fi
+index_snapshot() {  # the index's catalog row, and the rows of its table
+    [ -n "$indexed" ] || return 0
+    local table
+    table=$(q "$1" "SELECT index_table FROM tfllmer.item_indexes WHERE is_current")
+    echo "$(q "$1" "SELECT concat_ws(',', model_name, version, owner, index_table, n_items, is_current)
+                    FROM tfllmer.item_indexes") $(q "$1" "SELECT count(*) FROM $table")"
+}
 # what the role sees, as text, to compare after the restore
 snapshot() {
     q "$1" "SELECT concat_ws(' | ',
@@ -31,6 +46,7 @@ snapshot() {
                 tfllmer.recommend('walker', u, k => 5) r))"
 }
 before=$(snapshot tfllmer_backup)
+index_before=$(index_snapshot tfllmer_backup)
 old_oid=$(q tfllmer_backup "SELECT oid FROM pg_roles WHERE rolname = current_user")
 "$PG_BIN/pg_dump" -Fc -d tfllmer_backup -f "$dump"
 
@@ -53,6 +69,9 @@ else
 fi
 check "the role has a new OID" t "$(q tfllmer_restored "SELECT oid <> $old_oid FROM pg_roles WHERE rolname = current_user")"
 check "the role sees all its objects, and they answer as before" "$before" "$(snapshot tfllmer_restored)"
+if [ -n "$indexed" ]; then
+    check "the item index table came back with its rows" "$index_before" "$(index_snapshot tfllmer_restored)"
+fi
 job=$(q tfllmer_restored "SELECT tfllmer.train('walker', 'walks', options => '{\"epochs\": 1, \"max_len\": 12}')")
 check "training goes on: a new job id and version 2" "succeeded 2 true" "$(q tfllmer_restored "SELECT tfllmer.wait_job($job)") $(q \
     tfllmer_restored "SELECT max(version) || ' ' || ((SELECT count(DISTINCT job_id) FROM tfllmer.jobs) = 2) FROM tfllmer.models")"

@@ -45,6 +45,39 @@ SELECT count(*) FROM tfllmer.item_vectors('alice_model');
 SELECT count(*) AS cached_for_bob FROM tfllmer.cached_models();
 RESET ROLE;
 
+-- nor change its items, prune it, or see its cold items
+CREATE TABLE walk_texts AS
+SELECT i::bigint AS item_id, ARRAY[cos(i), sin(i), cos(2 * i), sin(2 * i)]::real[] AS embedding
+FROM generate_series(1, 40) i;
+GRANT SELECT ON walk_texts TO PUBLIC;
+SET ROLE tfllmer_bob;
+SELECT tfllmer.add_items('alice_model', 'walk_texts');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.drop_items('alice_model', ARRAY[1]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.prune_model('alice_model');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM tfllmer.evaluate('alice_model', items => 'cold');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS cold_items_for_bob FROM tfllmer.cold_items;
+RESET ROLE;
+-- a member of alice's role sees her model, but only its owner changes it
+GRANT tfllmer_alice TO tfllmer_bob;
+SET ROLE tfllmer_bob;
+SELECT tfllmer.add_items('alice_model', 'walk_texts');
+\echo :LAST_ERROR_SQLSTATE
+SELECT tfllmer.drop_items('alice_model', ARRAY[39]);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+REVOKE tfllmer_alice FROM tfllmer_bob;
+-- alice herself: her model was trained without an init embedding, so it
+-- has no map for new items
+SET ROLE tfllmer_alice;
+SELECT tfllmer.add_items('alice_model', 'walk_texts');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+DROP TABLE walk_texts;
+
 -- alice loses her grant: recommend() can no longer read histories
 REVOKE SELECT ON walks FROM tfllmer_alice;
 SET ROLE tfllmer_alice;
