@@ -103,8 +103,9 @@ fn add_items(
         raise(Code::ERRCODE_UNIQUE_VIOLATION, format!("items: item {} appears more than once", read.ids[w[0]]));
     }
     let trained = trained_items(model_name, version);
-    let cold_now = cold_items::read(model_name, version, map.dim());
-    let known = |id: i64| trained.token(id).is_some() || cold_now.ids.binary_search(&id).is_ok();
+    let sorted_ids: Vec<i64> = order.iter().map(|&r| read.ids[r]).collect();
+    let cold_now = cold_items::existing(model_name, version, &sorted_ids);
+    let known = |id: i64| trained.token(id).is_some() || cold_now.binary_search(&id).is_ok();
     let dim = map.dim();
     let mut cold = ColdRows::default();
     let mut skipped = 0usize;

@@ -124,6 +124,29 @@ pub fn insert(model_name: &str, version: i32, cold: &ColdRows, dim: usize) {
     }
 }
 
+/// Which of `ids` (ascending) are cold items of the version already,
+/// ascending. One index probe per id: the version's other cold items are
+/// not read.
+pub fn existing(model_name: &str, version: i32, ids: &[i64]) -> Vec<i64> {
+    if !catalog_has_cold_items() || ids.is_empty() {
+        return Vec::new();
+    }
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT item_id FROM tfllmer.cold_item_store
+              WHERE model_name = $1 AND version = $2 AND item_id = ANY ($3) ORDER BY item_id",
+            None,
+            &[model_name.into(), version.into(), ids.to_vec().into()],
+        )?;
+        let mut found = Vec::new();
+        for row in rows {
+            found.extend(row.get::<i64>(1)?);
+        }
+        Ok::<_, pgrx::spi::Error>(found)
+    })
+    .unwrap_or_else(|e| spi_failed(e))
+}
+
 /// Deletes the cold items `ids` of a version; returns the ids deleted.
 pub fn delete(model_name: &str, version: i32, ids: &[i64]) -> Vec<i64> {
     Spi::connect_mut(|client| {
