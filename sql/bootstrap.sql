@@ -426,8 +426,9 @@ GRANT SELECT ON tfllmer.item_indexes TO PUBLIC;
 -- ---------------------------------------------------------------------------
 -- Cold-start items (add_items, train option cold_items): items with an LLM
 -- embedding and no interactions in training, served beside a version's
--- trained items. Each row is the item's vector in the version's item space
--- (as scored: unit length when the model normalises), mapped from its LLM
+-- trained items. Each row is the item's row in the version's item table
+-- (as stored: the model normalises it where it scores, when it normalises
+-- its rows, exactly as its trained rows), mapped from its LLM
 -- embedding by the version's cold_map, and its init row (the Rec-PCA
 -- projection of that embedding), from which later versions map it again.
 -- ---------------------------------------------------------------------------

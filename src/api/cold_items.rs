@@ -4,13 +4,14 @@
 
 use pgrx::prelude::*;
 use tfllmer_core::vocabulary::Vocabulary;
+use tfllmer_train::scorer::Scorer;
 
 use crate::postgres::backend::require_primary;
 use crate::postgres::cold_items::{self, ColdRows};
 use crate::postgres::errors::{object_name, raise, raise_with_hint, required, Code};
 use crate::postgres::item_index;
 use crate::postgres::item_vectors::VectorSource;
-use crate::postgres::models::{newest_version, raise_no_version};
+use crate::postgres::models::{describe_version, newest_version, raise_no_version};
 use crate::postgres::relation::readable_relation;
 use crate::postgres::spi::first_pair;
 use crate::postgres::sql_types::{RegClass, SqlName};
@@ -140,7 +141,9 @@ fn add_items(
         return 0;
     }
     cold_items::insert(model_name, version, &cold, dim);
-    item_index::add_rows(model_name, version, &cold.ids, &cold.rows, dim);
+    // the index holds rows as the model scores them
+    let config = describe_version(model_name, Some(version)).config;
+    item_index::add_rows(model_name, version, &cold.ids, &Scorer::scoring_rows(&config, cold.rows.clone()), dim);
     cold_items::recount(model_name, version);
     cold.len() as i64
 }

@@ -1,7 +1,8 @@
 //! Cold-start items of model versions (`tfllmer.cold_item_store`): items
 //! with an LLM embedding and no interactions in training, served beside a
-//! version's trained items. Each row holds the item's vector in the
-//! version's item space (as scored) and its init row (the Rec-PCA
+//! version's trained items. Each row holds the item's row in the version's
+//! item table (as stored, before the model's normalisation) and its init
+//! row (the Rec-PCA
 //! projection of its LLM embedding), from which a later version maps it
 //! again. `model_store.n_cold_items` counts them; changing it changes the
 //! version row's xmin, which is how every backend's cache learns that the

@@ -516,7 +516,7 @@ fn index_new_version(
     let built = subtransaction(|| {
         let mut rows = Scorer::item_table_of(model)
             .unwrap_or_else(|e| raise(Code::ERRCODE_INTERNAL_ERROR, tfllmer_train::error_message(&e)));
-        rows.extend_from_slice(&cold.rows);
+        rows.extend(Scorer::scoring_rows(&model.config, cold.rows.clone()));
         let all = items
             .clone()
             .with_cold(cold.ids.clone())

@@ -14,8 +14,9 @@
 //! regression (Hoerl & Kennard, 1970) with the intercept unpenalised:
 //! A = (Z̃ᵀZ̃ + αI)⁻¹ Z̃ᵀẼ on the centred Z̃, Ẽ and b = ē − z̄·A. α is chosen
 //! from a grid by the mean cosine between predicted and trained rows on a
-//! seeded tenth of the warm items, then A is refitted on all of them. A
-//! model that normalises its item rows normalises y as well.
+//! seeded tenth of the warm items, then A is refitted on all of them. y is
+//! the item's stored row: a model that normalises its item rows normalises
+//! it where it scores, exactly as it does its trained rows.
 //!
 //! Cost: O(N·d²) to fit (N warm items, d the model's dimension), O(D·d)
 //! per cold item; stored, D·d + D + d² + d values in f64.
@@ -40,7 +41,8 @@ pub struct ColdMap {
     pub weights: Vec<f64>,
     /// b: d
     pub bias: Vec<f64>,
-    /// whether rows are scaled to unit length (the model normalises)
+    /// whether the model scales rows to unit length where it scores (the
+    /// targets of the fit were unit rows then)
     pub normalize: bool,
     /// how well it fits (for the job's detail and the docs)
     pub fit: FitReport,
@@ -243,8 +245,9 @@ impl ColdMap {
         self.bias.len()
     }
 
-    /// The item row of an init row z (d values, from the projection or the
-    /// init embedding itself).
+    /// The stored item row of an init row z (d values, from the projection
+    /// or the init embedding itself): y = z·A + b, not normalised (the
+    /// model normalises it where it scores, when it normalises its rows).
     pub fn row_of_init(&self, z: &[f32]) -> Vec<f32> {
         let d = self.dim();
         let mut y = self.bias.clone();
@@ -252,10 +255,6 @@ impl ColdMap {
             for (y, &a) in y.iter_mut().zip(a) {
                 *y += zk as f64 * a;
             }
-        }
-        if self.normalize {
-            let norm = y.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-            y.iter_mut().for_each(|v| *v /= norm);
         }
         y.into_iter().map(|v| v as f32).collect()
     }
@@ -388,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn normalised_models_get_unit_rows_and_noise_gets_a_strong_ridge() {
+    fn noise_gets_a_strong_ridge() {
         let (n, d) = (300, 8);
         let mut init: Vec<f32> = gaussian(n * d, 4).into_iter().map(|v| v as f32).collect();
         unit(&mut init, d);
@@ -399,9 +398,6 @@ mod tests {
         let map = fit(identity_projection(d), &init, &trained, true, 1).unwrap();
         assert!(map.fit.alpha >= 1e-2, "{:?}", map.fit);
         assert!(map.fit.cosine > map.fit.identity_cosine, "{:?}", map.fit);
-        let row = map.row_of_init(&init[..d]);
-        let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-5);
         // the same seed, the same map
         assert_eq!(fit(identity_projection(d), &init, &trained, true, 1).unwrap(), map);
     }

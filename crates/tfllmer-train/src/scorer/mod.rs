@@ -136,6 +136,18 @@ impl Scorer {
         Ok(table)
     }
 
+    /// Item rows (n × d, no padding row) as a scorer of a model of
+    /// `config` scores them: unit length when the model normalises, else as
+    /// they are; bit for bit what [`Scorer::item_table_of`] and the scorer
+    /// make of the same stored rows. For rows kept beside the model (cold
+    /// items) that go into an item index table.
+    pub fn scoring_rows(config: &ModelConfig, mut rows: Vec<f32>) -> Vec<f32> {
+        if config.normalize && config.dim > 0 && !rows.is_empty() {
+            normalize_rows(&mut rows, config.dim);
+        }
+        rows
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
