@@ -452,6 +452,9 @@ CREATE POLICY cold_item_store_owner ON tfllmer.cold_item_store
                 AND EXISTS (SELECT 1 FROM tfllmer.model_store m
                             WHERE m.model_name = cold_item_store.model_name
                               AND m.version = cold_item_store.version AND m.owner = cold_item_store.owner));
+-- (members of the owner's role see the rows; only the owner removes them)
+CREATE POLICY cold_item_store_owner_deletes ON tfllmer.cold_item_store AS RESTRICTIVE FOR DELETE
+    USING (owner = tfllmer.current_role_oid());
 GRANT SELECT, INSERT, DELETE ON tfllmer.cold_item_store TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('tfllmer.cold_item_store', '');
 

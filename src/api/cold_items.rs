@@ -11,7 +11,7 @@ use crate::postgres::cold_items::{self, ColdRows};
 use crate::postgres::errors::{object_name, raise, raise_with_hint, required, Code};
 use crate::postgres::item_index;
 use crate::postgres::item_vectors::VectorSource;
-use crate::postgres::models::{describe_version, newest_version, raise_no_version};
+use crate::postgres::models::{describe_version, newest_version, raise_no_version, require_owner};
 use crate::postgres::relation::readable_relation;
 use crate::postgres::spi::first_pair;
 use crate::postgres::sql_types::{RegClass, SqlName};
@@ -23,21 +23,7 @@ fn own_newest_version(model_name: &str, function: &str) -> i32 {
     require_primary(function);
     item_index::lock_model(model_name);
     let Some(key) = newest_version(model_name) else { raise_no_version(model_name) };
-    let (mine, owner) = first_pair::<bool, String>(
-        "SELECT owner = tfllmer.current_role_oid(), pg_catalog.pg_get_userbyid(owner)::text
-           FROM tfllmer.model_store WHERE model_name = $1 AND version = $2",
-        &[model_name.into(), key.version.into()],
-    )
-    .unwrap_or_else(|| raise_no_version(model_name));
-    if mine != Some(true) {
-        raise(
-            Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!(
-                "model \"{model_name}\" belongs to role {}: only its owner can change its items",
-                owner.unwrap_or_default()
-            ),
-        );
-    }
+    require_owner(model_name, key.version, "change its items");
     key.version
 }
 
@@ -144,7 +130,7 @@ fn add_items(
     // the index holds rows as the model scores them
     let config = describe_version(model_name, Some(version)).config;
     item_index::add_rows(model_name, version, &cold.ids, &Scorer::scoring_rows(&config, cold.rows.clone()), dim);
-    cold_items::recount(model_name, version);
+    cold_items::adjust_count(model_name, version, cold.len() as i64);
     cold.len() as i64
 }
 
@@ -172,7 +158,7 @@ fn drop_items(model_name: Option<&str>, item_ids: Option<Vec<Option<i64>>>) -> i
         return 0;
     }
     item_index::remove_rows(model_name, version, &gone);
-    cold_items::recount(model_name, version);
+    cold_items::adjust_count(model_name, version, -(gone.len() as i64));
     gone.len() as i64
 }
 

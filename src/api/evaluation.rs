@@ -185,6 +185,15 @@ fn llm_vectors(
     if !backend::relation_exists(table) || columns.len() != 2 {
         return None;
     }
+    // (a table the caller may not read: no baseline, rather than an ERROR)
+    let readable = first_value::<bool>(
+        "SELECT pg_catalog.has_column_privilege($1::oid, $2, 'SELECT')
+                AND pg_catalog.has_column_privilege($1::oid, $3, 'SELECT')",
+        &[table.into(), columns[0].as_str().into(), columns[1].as_str().into()],
+    );
+    if readable != Some(true) {
+        return None;
+    }
     let n_trained = loaded.items.n_trained() as u32;
     let mut wanted: Vec<u32> = (n_trained + 1..=loaded.items.len() as u32).collect();
     wanted.extend(test.iter().flat_map(|c| c.0.iter().copied()));

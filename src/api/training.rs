@@ -10,12 +10,13 @@ use tfllmer_train::model::Backbone;
 use tfllmer_train::options::TrainingOptions;
 
 use crate::postgres::backend::{self, require_primary};
+use crate::postgres::cold_items;
 use crate::postgres::errors::{object_name, raise, raise_with_hint, required, Code};
 use crate::postgres::interactions::InteractionSource;
 use crate::postgres::item_index;
 use crate::postgres::jobs::launch::{launch_worker, WorkerStart};
 use crate::postgres::jobs::{self, record_lost_jobs, JobState, NewJob};
-use crate::postgres::models::{describe_version, newest_version, parse_backbone, VersionMeta};
+use crate::postgres::models::{describe_version, newest_version, parse_backbone, require_owner, VersionMeta};
 use crate::postgres::relation::readable_relation;
 use crate::postgres::spi::{first_value, spi_failed, write_returning};
 use crate::postgres::sql_types::{RegClass, SqlName};
@@ -75,6 +76,13 @@ fn train(
         .unwrap_or_else(|e| raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, e.0));
     if let Some(base) = &base {
         check_same_shape(model_name, base, &options);
+    }
+    if (options.cold_items || warm_start) && !cold_items::catalog_has_cold_items() {
+        raise_with_hint(
+            Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "options.cold_items, cold_holdout and warm_start need the catalog of tfllmer 0.5.0",
+            "ALTER EXTENSION tfllmer UPDATE;",
+        );
     }
     if options.cold_items && init.is_none() {
         raise(
@@ -166,9 +174,11 @@ fn warm_start_options(
         serde_json::Value::Object(map) => map,
         _ => serde_json::Map::new(),
     };
-    // what was resolved by size is resolved again on today's data
-    for by_size in ["loss", "eval_users", "negatives", "sampler"] {
-        merged.remove(by_size);
+    // today's: the evaluation sample is chosen again by size, the threads
+    // by this session's setting (the loss stays the version's: the
+    // catalogue rarely changes size class overnight)
+    for today in ["eval_users", "threads"] {
+        merged.remove(today);
     }
     let serde_json::Value::Object(given) = given else { return (given, base) };
     merged.extend(given);
@@ -387,7 +397,9 @@ fn prune_model(model_name: Option<&str>, keep: default!(Option<i32>, 3)) -> i64 
     require_primary("prune_model");
     // a version being stored or indexed meanwhile waits for this
     item_index::lock_model(model_name);
-    if newest_version(model_name).is_none() {
+    if let Some(key) = newest_version(model_name) {
+        require_owner(model_name, key.version, "prune it");
+    } else {
         if !first_value::<bool>(
             "SELECT EXISTS (SELECT 1 FROM tfllmer.model_names WHERE model_name = $1)",
             &[model_name.into()],

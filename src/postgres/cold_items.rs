@@ -166,15 +166,14 @@ pub fn delete(model_name: &str, version: i32, ids: &[i64]) -> Vec<i64> {
     .unwrap_or_else(|e| spi_failed(e))
 }
 
-/// Sets the version's n_cold_items to its count of cold items and returns
-/// it. The version row changes, so caches reload it.
-pub fn recount(model_name: &str, version: i32) -> i64 {
+/// Adds `delta` (the rows just inserted, or minus those just deleted) to the
+/// version's n_cold_items and returns it: O(1), whatever the number of cold
+/// items. The version row changes, so caches reload it.
+pub fn adjust_count(model_name: &str, version: i32, delta: i64) -> i64 {
     write_returning::<i64>(
-        "UPDATE tfllmer.model_store m
-            SET n_cold_items = (SELECT count(*) FROM tfllmer.cold_item_store c
-                                 WHERE c.model_name = m.model_name AND c.version = m.version)
-          WHERE m.model_name = $1 AND m.version = $2 RETURNING n_cold_items",
-        &[model_name.into(), version.into()],
+        "UPDATE tfllmer.model_store SET n_cold_items = n_cold_items + $3
+          WHERE model_name = $1 AND version = $2 RETURNING n_cold_items",
+        &[model_name.into(), version.into(), delta.into()],
     )
     .unwrap_or(0)
 }

@@ -609,30 +609,27 @@ pub fn add_rows(model_name: &str, version: i32, ids: &[i64], rows: &[f32], dim: 
             .unwrap_or_else(|e| spi_failed(e));
         pgrx::check_for_interrupts!();
     }
-    set_indexed_count(model_name, version, &table);
+    set_indexed_count(model_name, version, ids.len() as i64);
 }
 
 /// Removes cold items from the index table of `version`, when it has one.
 pub fn remove_rows(model_name: &str, version: i32, ids: &[i64]) {
     let Some(index) = index_of(model_name, version) else { return };
     let table = qualified_name(index.oid, model_name);
-    Spi::connect_mut(|client| {
-        client
-            .update(&format!("DELETE FROM {table} WHERE item_id = ANY ($1)"), None, &[ids.to_vec().into()])
-            .map(|_| ())
-    })
-    .unwrap_or_else(|e| spi_failed(e));
-    set_indexed_count(model_name, version, &table);
+    let gone = write_returning::<i64>(
+        &format!("WITH gone AS (DELETE FROM {table} WHERE item_id = ANY ($1) RETURNING 1) SELECT count(*) FROM gone"),
+        &[ids.to_vec().into()],
+    )
+    .unwrap_or(0);
+    set_indexed_count(model_name, version, -gone);
 }
 
-/// The catalog's n_items of an index after rows were added or removed.
-fn set_indexed_count(model_name: &str, version: i32, table: &str) {
+/// The catalog's n_items of an index after `delta` rows were added (or
+/// removed): O(1).
+fn set_indexed_count(model_name: &str, version: i32, delta: i64) {
     Spi::run_with_args(
-        &format!(
-            "UPDATE tfllmer.item_index_store SET n_items = (SELECT count(*) FROM {table})
-              WHERE model_name = $1 AND version = $2"
-        ),
-        &[model_name.into(), version.into()],
+        "UPDATE tfllmer.item_index_store SET n_items = n_items + $3 WHERE model_name = $1 AND version = $2",
+        &[model_name.into(), version.into(), delta.into()],
     )
     .unwrap_or_else(|e| spi_failed(e));
 }

@@ -44,6 +44,10 @@ pub struct VersionKey {
     /// the transaction that wrote the row: tells a version apart from one of
     /// the same number written after DROP EXTENSION or a restore
     pub row_xmin: i64,
+    /// where the row is (block · 2¹⁶ + offset): every UPDATE of it (cold
+    /// items added or dropped) moves it, even twice in one transaction,
+    /// whose xmin stays the same
+    pub row_ctid: i64,
 }
 
 /// The newest version of `name` the caller can see (row-level security
@@ -53,17 +57,25 @@ pub fn newest_version(name: &str) -> Option<VersionKey> {
         // planned once per backend: this runs on every recommendation
         let statement = prepared(
             client,
-            "SELECT version, job_id, xmin::text::int8 FROM tfllmer.model_store
-              WHERE model_name = $1 ORDER BY version DESC LIMIT 1",
+            "SELECT version, job_id, xmin::text::int8,
+                    (ctid::text::point)[0]::int8 * 65536 + (ctid::text::point)[1]::int8
+               FROM tfllmer.model_store WHERE model_name = $1 ORDER BY version DESC LIMIT 1",
             &[PgOid::BuiltIn(PgBuiltInOids::TEXTOID)],
         )?;
         let rows = client.select(&*statement, Some(1), &[name.into()])?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
-        Ok::<_, pgrx::spi::Error>(Some((row.get::<i32>(1)?, row.get::<i64>(2)?, row.get::<i64>(3)?)))
+        Ok::<_, pgrx::spi::Error>(Some((
+            row.get::<i32>(1)?,
+            row.get::<i64>(2)?,
+            row.get::<i64>(3)?,
+            row.get::<i64>(4)?.unwrap_or(0),
+        )))
     })
     .unwrap_or_else(|e| spi_failed(e));
     match found? {
-        (Some(version), Some(job_id), Some(row_xmin)) => Some(VersionKey { version, job_id, row_xmin }),
+        (Some(version), Some(job_id), Some(row_xmin), row_ctid) => {
+            Some(VersionKey { version, job_id, row_xmin, row_ctid })
+        }
         _ => raise(Code::ERRCODE_DATA_CORRUPTED, format!("model \"{name}\": its newest version has no number or job")),
     }
 }
@@ -360,6 +372,23 @@ pub fn insert_version(v: &NewVersion<'_>) -> i32 {
         .unwrap_or_else(|e| spi_failed(e));
     }
     version
+}
+
+/// Raises 42501 unless the current role owns `version` of `name` (a member
+/// of the owner's role sees the model, but only its owner may `what`).
+pub fn require_owner(name: &str, version: i32, what: &str) {
+    let (mine, owner) = super::spi::first_pair::<bool, String>(
+        "SELECT owner = tfllmer.current_role_oid(), pg_catalog.pg_get_userbyid(owner)::text
+           FROM tfllmer.model_store WHERE model_name = $1 AND version = $2",
+        &[name.into(), version.into()],
+    )
+    .unwrap_or_else(|| raise_no_version(name));
+    if mine != Some(true) {
+        raise(
+            Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("model \"{name}\" belongs to role {}: only its owner can {what}", owner.unwrap_or_default()),
+        );
+    }
 }
 
 /// The ERROR for a model with no usable version.

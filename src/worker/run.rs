@@ -234,9 +234,8 @@ fn train_job(job_id: i64, spec: &JobSpec) -> Result<JobState, String> {
     };
     let test_metrics = evaluate(&model, &test, 10).map_err(|e| format!("evaluation failed: {}", error_message(&e)))?;
     let weights = model.to_safetensors().map_err(|e| format!("saving the model failed: {}", error_message(&e)))?;
-    let previous = transaction(|| previous_cold_items(&spec.model_name, model.config.dim))?;
     let cold = match &data.embedding {
-        Some(embedding) => cold_items_of(&model, &data.histories.items, embedding, &options, previous)?,
+        Some(embedding) => cold_items_of(&model, &data.histories.items, embedding, &options)?,
         None => ColdPlan::default(),
     };
     if !cold.notes.is_empty() {
@@ -274,13 +273,48 @@ struct ColdPlan {
 /// Fits the map from the init embedding's rows to the trained item rows
 /// (tfllmer_core::cold) when the embedding keeps its projection, and maps
 /// the embedding's items that have no interactions when `cold_items`.
-/// The cold items of the model's newest version and the map that made
-/// them, when it has any of this width (carried to the new version).
-fn previous_cold_items(model_name: &str, dim: usize) -> Option<(ColdRows, ColdMap)> {
-    let key = models::newest_version(model_name)?;
-    let map = cold_items::cold_map(model_name, key.version).filter(|m| m.dim() == dim)?;
-    let rows = cold_items::read(model_name, key.version, dim);
-    (!rows.is_empty()).then_some((rows, map))
+/// The cold items of the new version: those of the plan, and the newest
+/// version's cold items that still have no interactions, mapped again by
+/// the new version's map (from the same projection only: another one's
+/// init rows mean nothing here). Runs in the transaction that stores the
+/// version, under the model's lock, so that items added or dropped while
+/// training ran are seen. Returns the rows and what to say about them.
+fn with_previous_cold_items(
+    model_name: &str,
+    model: &Recommender,
+    items: &Vocabulary,
+    plan: &ColdPlan,
+) -> (ColdRows, Option<String>) {
+    let d = model.config.dim;
+    let (Some(map), Some(key)) = (&plan.map, models::newest_version(model_name)) else {
+        return (plan.rows.clone(), None);
+    };
+    let Some(old_map) = cold_items::cold_map(model_name, key.version).filter(|m| m.dim() == d) else {
+        return (plan.rows.clone(), None);
+    };
+    let old = cold_items::read(model_name, key.version, d);
+    let still: Vec<usize> = (0..old.len())
+        .filter(|&r| items.token(old.ids[r]).is_none() && plan.rows.ids.binary_search(&old.ids[r]).is_err())
+        .collect();
+    if still.is_empty() {
+        return (plan.rows.clone(), None);
+    }
+    if old_map.projection != map.projection {
+        let note = format!(
+            "{} cold item(s) of the previous version were not carried over: its init embedding's projection \
+             differs from this one's (add them again with add_items)",
+            still.len()
+        );
+        return (plan.rows.clone(), Some(note));
+    }
+    let mut merged = plan.rows.clone();
+    for &r in &still {
+        let z = &old.init_rows[r * d..(r + 1) * d];
+        merged.ids.push(old.ids[r]);
+        merged.rows.extend(map.row_of_init(z));
+        merged.init_rows.extend_from_slice(z);
+    }
+    (merged.sorted(d), Some(format!("{} cold item(s) carried over from the previous version", still.len())))
 }
 
 fn cold_items_of(
@@ -288,7 +322,6 @@ fn cold_items_of(
     items: &Vocabulary,
     embedding: &StoredEmbedding,
     options: &TrainingOptions,
-    previous: Option<(ColdRows, ColdMap)>,
 ) -> Result<ColdPlan, String> {
     let Some(projection) = embedding.projection.clone() else {
         return Ok(ColdPlan::default());
@@ -334,34 +367,6 @@ fn cold_items_of(
         plan.notes.push(format!("{} cold item(s): embedded items without interactions", cold.len()));
         plan.rows = cold;
     }
-    // the previous version's cold items that still have no interactions
-    // stay cold items, mapped again by this version's map (from the same
-    // projection only: another one's init rows mean nothing here)
-    if let Some((old, old_map)) = previous {
-        let still: Vec<usize> = (0..old.len())
-            .filter(|&r| items.token(old.ids[r]).is_none() && plan.rows.ids.binary_search(&old.ids[r]).is_err())
-            .collect();
-        if old_map.projection != map.projection {
-            if !still.is_empty() {
-                plan.notes.push(format!(
-                    "{} cold item(s) of the previous version were not carried over: its init embedding's \
-                     projection differs from this one's (add them again with add_items)",
-                    still.len()
-                ));
-            }
-        } else if !still.is_empty() {
-            let d = model.config.dim;
-            let mut merged = std::mem::take(&mut plan.rows);
-            for &r in &still {
-                let z = &old.init_rows[r * d..(r + 1) * d];
-                merged.ids.push(old.ids[r]);
-                merged.rows.extend(map.row_of_init(z));
-                merged.init_rows.extend_from_slice(z);
-            }
-            plan.notes.push(format!("{} cold item(s) carried over from the previous version", still.len()));
-            plan.rows = merged.sorted(d);
-        }
-    }
     plan.map = Some(map);
     Ok(plan)
 }
@@ -379,6 +384,21 @@ fn warm_start_model(
     rng: &mut SplitMix64,
 ) -> Result<(Recommender, String), String> {
     let base = models::load_version(&spec.model_name, None);
+    // train() checked the version that was newest then; one stored since
+    // must be of the same shape too
+    let c = &base.model.config;
+    let backbone = parse_backbone(&spec.backbone);
+    if Some(c.backbone) != backbone
+        || c.normalize != spec.normalize
+        || (c.dim, c.layers, c.heads, c.max_len) != (options.dim, options.layers, options.heads, options.max_len)
+        || c.temperature != options.temperature
+    {
+        return Err(format!(
+            "warm start: model \"{}\" version {} (newest now) is not of the shape train() checked: its backbone, \
+             normalize, dim, layers, heads, max_len or temperature changed; call train() again",
+            spec.model_name, base.version
+        ));
+    }
     let map = cold_items::cold_map(&spec.model_name, base.version);
     let d = base.model.config.dim;
     let base_rows = base.model.item_rows().map_err(|e| error_message(&e))?;
@@ -481,15 +501,19 @@ fn save(job_id: i64, version: &NewVersion<'_>, model: &Recommender, items: &Voca
     if job::lock_for_save(job_id) {
         return JobState::Cancelled;
     }
+    // cold items added or dropped meanwhile, an index being built: they
+    // wait for this transaction, or it for them
+    item_index::lock_model(version.model_name);
+    let (cold_rows, carried) = with_previous_cold_items(version.model_name, model, items, cold);
     let number = models::insert_version(version);
-    if !cold.rows.is_empty() {
-        cold_items::insert(version.model_name, number, &cold.rows, model.config.dim);
-        cold_items::recount(version.model_name, number);
+    if !cold_rows.is_empty() {
+        cold_items::insert(version.model_name, number, &cold_rows, model.config.dim);
+        cold_items::adjust_count(version.model_name, number, cold_rows.len() as i64);
     }
-    let index_note = index_new_version(version.model_name, number, job_id, model, items, &cold.rows);
+    let index_note = index_new_version(version.model_name, number, job_id, model, items, &cold_rows);
     job::mark_succeeded(job_id, number);
-    if let Some(note) = index_note {
-        job::add_detail(job_id, &note);
+    for note in carried.iter().chain(&index_note) {
+        job::add_detail(job_id, note);
     }
     JobState::Succeeded
 }

@@ -123,31 +123,21 @@ pub fn fit(
         order.swap(i, j);
     }
     let (held, kept) = order.split_at((n / 10).max(1));
-    let rows = |ix: &[usize], src: &[f32]| {
-        let mut m = Mat::<f64>::zeros(ix.len(), d);
-        for (r, &i) in ix.iter().enumerate() {
-            for c in 0..d {
-                m[(r, c)] = src[i * d + c] as f64;
-            }
-        }
-        m
-    };
-    let (z_kept, e_kept) = (rows(kept, init), rows(kept, trained));
-    let (z_held, e_held) = (rows(held, init), rows(held, trained));
-    let scale = centred_gram(&z_kept).0.diagonal().column_vector().iter().sum::<f64>() / d as f64;
+    let kept_moments = Moments::of(kept, init, trained, d);
+    let held_moments = Moments::of(held, init, trained, d);
+    let scale = (0..d).map(|i| kept_moments.centred_zz(i, i)).sum::<f64>() / d as f64;
     let mut best: Option<(f64, f64)> = None;
     for multiple in ALPHA_GRID {
         let alpha = multiple * scale.max(f64::MIN_POSITIVE);
-        let (a, b) = solve_ridge(&z_kept, &e_kept, alpha)?;
-        let cosine = mean_cosine(&z_held, &e_held, |z| apply(&a, &b, z));
+        let (a, b) = kept_moments.solve_ridge(alpha)?;
+        let cosine = mean_cosine(held, init, trained, d, |z| apply(&a, &b, z));
         if best.is_none_or(|(_, c)| cosine > c) {
             best = Some((alpha, cosine));
         }
     }
     let (alpha, cosine) = best.unwrap_or((scale, 0.0));
-    let identity_cosine = mean_cosine(&z_held, &e_held, |z| z.to_vec());
-    let (z_all, e_all) = (rows(&order, init), rows(&order, trained));
-    let (a, b) = solve_ridge(&z_all, &e_all, alpha)?;
+    let identity_cosine = mean_cosine(held, init, trained, d, |z| z.to_vec());
+    let (a, b) = kept_moments.plus(&held_moments).solve_ridge(alpha)?;
     let mut weights = Vec::with_capacity(d * d);
     for r in 0..d {
         weights.extend((0..d).map(|c| a[(r, c)]));
@@ -155,32 +145,69 @@ pub fn fit(
     Ok(ColdMap { projection, weights, bias: b, normalize, fit: FitReport { items: n, alpha, cosine, identity_cosine } })
 }
 
-/// Z̃ᵀZ̃ and the column means of Z.
-fn centred_gram(z: &Mat<f64>) -> (Mat<f64>, Vec<f64>) {
-    let (n, d) = (z.nrows(), z.ncols());
-    let mean: Vec<f64> = (0..d).map(|c| (0..n).map(|r| z[(r, c)]).sum::<f64>() / n.max(1) as f64).collect();
-    let centred = Mat::<f64>::from_fn(n, d, |r, c| z[(r, c)] - mean[c]);
-    let mut g = Mat::<f64>::zeros(d, d);
-    matmul(g.as_mut(), Accum::Replace, centred.transpose(), centred.as_ref(), 1.0, Par::Seq);
-    (g, mean)
+/// Rows gathered per block product when summing moments.
+const MOMENT_BLOCK: usize = 1024;
+
+/// The sums a ridge fit needs over a set of rows (init rows Z, trained rows
+/// E): n, Σz, Σe, ZᵀZ and ZᵀE, in f64. Made in one pass over the rows, a
+/// block of rows at a time: memory O(d²), whatever the number of items.
+struct Moments {
+    n: f64,
+    sz: Vec<f64>,
+    se: Vec<f64>,
+    zz: Mat<f64>,
+    ze: Mat<f64>,
 }
 
-/// A (d × d) and b (d) of the ridge fit of E on Z with strength α.
-fn solve_ridge(z: &Mat<f64>, e: &Mat<f64>, alpha: f64) -> Result<(Mat<f64>, Vec<f64>), ColdError> {
-    let (n, d) = (z.nrows(), z.ncols());
-    let (mut g, z_mean) = centred_gram(z);
-    let e_mean: Vec<f64> = (0..d).map(|c| (0..n).map(|r| e[(r, c)]).sum::<f64>() / n.max(1) as f64).collect();
-    let zc = Mat::<f64>::from_fn(n, d, |r, c| z[(r, c)] - z_mean[c]);
-    let ec = Mat::<f64>::from_fn(n, d, |r, c| e[(r, c)] - e_mean[c]);
-    let mut rhs = Mat::<f64>::zeros(d, d);
-    matmul(rhs.as_mut(), Accum::Replace, zc.transpose(), ec.as_ref(), 1.0, Par::Seq);
-    for i in 0..d {
-        g[(i, i)] += alpha;
+impl Moments {
+    fn of(rows: &[usize], init: &[f32], trained: &[f32], d: usize) -> Self {
+        let mut m = Moments { n: 0.0, sz: vec![0.0; d], se: vec![0.0; d], zz: Mat::zeros(d, d), ze: Mat::zeros(d, d) };
+        for block in rows.chunks(MOMENT_BLOCK) {
+            let zb = Mat::<f64>::from_fn(block.len(), d, |r, c| init[block[r] * d + c] as f64);
+            let eb = Mat::<f64>::from_fn(block.len(), d, |r, c| trained[block[r] * d + c] as f64);
+            matmul(m.zz.as_mut(), Accum::Add, zb.transpose(), zb.as_ref(), 1.0, Par::Seq);
+            matmul(m.ze.as_mut(), Accum::Add, zb.transpose(), eb.as_ref(), 1.0, Par::Seq);
+            for r in 0..block.len() {
+                for c in 0..d {
+                    m.sz[c] += zb[(r, c)];
+                    m.se[c] += eb[(r, c)];
+                }
+            }
+            m.n += block.len() as f64;
+        }
+        m
     }
-    let llt = g.llt(Side::Lower).map_err(|_| ColdError::NotFinite)?;
-    let a = llt.solve(&rhs);
-    let b = (0..d).map(|c| e_mean[c] - (0..d).map(|k| z_mean[k] * a[(k, c)]).sum::<f64>()).collect();
-    Ok((a, b))
+
+    fn plus(&self, other: &Moments) -> Moments {
+        let add = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x + y).collect();
+        Moments {
+            n: self.n + other.n,
+            sz: add(&self.sz, &other.sz),
+            se: add(&self.se, &other.se),
+            zz: &self.zz + &other.zz,
+            ze: &self.ze + &other.ze,
+        }
+    }
+
+    /// (Z̃ᵀZ̃)ᵢⱼ of the centred rows: (ZᵀZ)ᵢⱼ − n·z̄ᵢ·z̄ⱼ.
+    fn centred_zz(&self, i: usize, j: usize) -> f64 {
+        self.zz[(i, j)] - self.sz[i] * self.sz[j] / self.n.max(1.0)
+    }
+
+    /// A (d × d) and b (d): A = (Z̃ᵀZ̃ + αI)⁻¹ Z̃ᵀẼ, b = ē − z̄·A.
+    fn solve_ridge(&self, alpha: f64) -> Result<(Mat<f64>, Vec<f64>), ColdError> {
+        let d = self.sz.len();
+        let n = self.n.max(1.0);
+        let mut g = Mat::<f64>::from_fn(d, d, |i, j| self.centred_zz(i, j));
+        for i in 0..d {
+            g[(i, i)] += alpha;
+        }
+        let rhs = Mat::<f64>::from_fn(d, d, |i, j| self.ze[(i, j)] - self.sz[i] * self.se[j] / n);
+        let llt = g.llt(Side::Lower).map_err(|_| ColdError::NotFinite)?;
+        let a = llt.solve(&rhs);
+        let b = (0..d).map(|c| (self.se[c] - (0..d).map(|k| self.sz[k] * a[(k, c)]).sum::<f64>()) / n).collect();
+        Ok((a, b))
+    }
 }
 
 fn apply(a: &Mat<f64>, b: &[f64], z: &[f64]) -> Vec<f64> {
@@ -188,16 +215,15 @@ fn apply(a: &Mat<f64>, b: &[f64], z: &[f64]) -> Vec<f64> {
     (0..d).map(|c| b[c] + (0..d).map(|k| z[k] * a[(k, c)]).sum::<f64>()).collect()
 }
 
-/// Mean cosine between `f(z_r)` and e_r over the rows.
-fn mean_cosine(z: &Mat<f64>, e: &Mat<f64>, f: impl Fn(&[f64]) -> Vec<f64>) -> f64 {
-    let (n, d) = (z.nrows(), z.ncols());
+/// Mean cosine between `f(z_r)` and e_r over the rows `rows`.
+fn mean_cosine(rows: &[usize], init: &[f32], trained: &[f32], d: usize, f: impl Fn(&[f64]) -> Vec<f64>) -> f64 {
     let mut total = 0.0;
-    for r in 0..n {
-        let zr: Vec<f64> = (0..d).map(|c| z[(r, c)]).collect();
-        let er: Vec<f64> = (0..d).map(|c| e[(r, c)]).collect();
-        total += cosine(&f(&zr), &er);
+    for &r in rows {
+        let z: Vec<f64> = init[r * d..(r + 1) * d].iter().map(|&v| v as f64).collect();
+        let e: Vec<f64> = trained[r * d..(r + 1) * d].iter().map(|&v| v as f64).collect();
+        total += cosine(&f(&z), &e);
     }
-    total / n.max(1) as f64
+    total / rows.len().max(1) as f64
 }
 
 fn cosine(x: &[f64], y: &[f64]) -> f64 {

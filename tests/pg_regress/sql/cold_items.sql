@@ -89,6 +89,14 @@ SELECT tfllmer.drop_items('walker', ARRAY[31, 32, 99]) AS dropped;
 SELECT n_cold_items FROM tfllmer.models WHERE model_name = 'walker';
 SELECT count(*) AS gone FROM tfllmer.recommend_next('walker', ARRAY[1], k => 100, exclude_seen => false)
 WHERE item_id IN (31, 32);
+-- within one transaction each change counts from the next statement
+BEGIN;
+SELECT count(*) AS before_drop FROM tfllmer.recommend_next('walker', ARRAY[1], k => 100, exclude_seen => false);
+SELECT tfllmer.drop_items('walker', ARRAY[33]) AS dropped;
+SELECT count(*) AS after_drop FROM tfllmer.recommend_next('walker', ARRAY[1], k => 100, exclude_seen => false);
+SELECT tfllmer.add_items('walker', 'new_items', skip_known => true) AS added_back;
+SELECT count(*) AS after_adding_back FROM tfllmer.recommend_next('walker', ARRAY[1], k => 100, exclude_seen => false);
+ROLLBACK;
 SELECT tfllmer.drop_items('walker', ARRAY[5]);
 SELECT tfllmer.drop_items('walker', ARRAY[33, NULL]);
 SELECT tfllmer.drop_items('walker', NULL);
