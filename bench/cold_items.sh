@@ -72,11 +72,11 @@ SELECT j.model_name, j.epoch AS epochs, m.best_epoch, m.n_items, m.n_cold_items,
        round((SELECT avg(epoch_ms) / 1000 FROM tfllmer.job_log(j.job_id))::numeric, 2) AS s_per_epoch,
        substring(j.detail FROM 'cold-item map[^;]*') AS map
 FROM tfllmer.jobs j JOIN tfllmer.models m ON m.job_id = j.job_id ORDER BY j.job_id;
-SELECT seed, items, method, n_users, round(hr::numeric, 4) AS hr10, round(ndcg::numeric, 4) AS ndcg10
-FROM results ORDER BY seed, items, method;
+SELECT seed, items, split, method, n_users, round(hr::numeric, 4) AS hr10, round(ndcg::numeric, 4) AS ndcg10
+FROM results ORDER BY seed, items, split, method;
 -- the mean over seeds (and its spread)
-SELECT items, method, count(*) AS seeds, round(avg(n_users)) AS users,
+SELECT items, split, method, count(*) AS seeds, round(avg(n_users)) AS users,
        round(avg(hr)::numeric, 4) AS hr10, round(stddev_samp(hr)::numeric, 4) AS hr_sd,
        round(avg(ndcg)::numeric, 4) AS ndcg10, round(stddev_samp(ndcg)::numeric, 4) AS ndcg_sd
-FROM results GROUP BY items, method ORDER BY items, ndcg10 DESC;
+FROM results GROUP BY items, split, method ORDER BY items, split, ndcg10 DESC;
 SQL

@@ -125,6 +125,19 @@ SELECT count(*) AS recommendations, count(DISTINCT u.user_id) AS users
 FROM (SELECT DISTINCT user_id FROM interactions) u, LATERAL tfllmer.recommend('demo_model', u.user_id, 10) r;
 SQL
 
+log "step 5: a new item, no interactions yet: served at once from its LLM embedding (tfllmer.add_items)"
+psql_q <<'SQL'
+\timing off
+-- a new item whose description is item 1's: the model maps its embedding
+-- into its item space (the trained items do not change)
+CREATE TABLE new_items AS
+SELECT (SELECT max(item_id) FROM items) + 1 AS item_id, embedding FROM items WHERE item_id = 1;
+SELECT tfllmer.add_items('demo_model', 'new_items') AS added;
+SELECT model_name, version, n_items, n_cold_items FROM tfllmer.models;
+SELECT item_id, round(score::numeric, 3) AS cosine
+FROM tfllmer.similar_items('demo_model', (SELECT item_id FROM new_items), k => 3);
+SQL
+
 log "done"
 cat <<EOF
 The demo cluster keeps running, with the data in database tfllmer_demo:

