@@ -115,7 +115,13 @@ ensure_toolchain() {
 
 # Builds the extension and installs it into the PostgreSQL of PG_MAJOR.
 # $1: "release" for an optimised build (benchmarks), anything else: debug.
+# TFLLMER_INSTALLED=1 skips it (a second benchmark beside a running one on
+# the same server: installing would swap the library under the first).
 install_extension() {
+    if [ -n "${TFLLMER_INSTALLED:-}" ]; then
+        log "TFLLMER_INSTALLED is set: using the extension installed in PostgreSQL $PG_MAJOR as it is"
+        return 0
+    fi
     local profile=()
     [ "${1:-debug}" = release ] && profile=(--release)
     # test runs add test-only features (TFLLMER_FEATURES=failpoints)
