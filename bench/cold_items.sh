@@ -25,7 +25,8 @@ share="${SHARE:-0.1}"
 read -ra seeds <<< "${SEEDS:-7 8 9}"
 ensure_deps
 install_extension release
-cluster=/tmp/tfllmer-bench-cold
+# (one cluster per data set and version: runs on others can go beside it)
+cluster="/tmp/tfllmer-bench-cold-$(basename "$data")-pg$PG_MAJOR"
 cluster_start "$cluster"
 trap 'cluster_stop "$cluster"' EXIT
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'); $($PG_BIN/postgres --version); load: $(cut -d' ' -f1-3 /proc/loadavg)"

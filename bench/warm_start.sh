@@ -23,7 +23,8 @@ max_len="${3:-200}"
 seed="${SEED:-7}"
 ensure_deps
 install_extension release
-cluster=/tmp/tfllmer-bench-warm
+# (one cluster per data set and version: runs on others can go beside it)
+cluster="/tmp/tfllmer-bench-warm-$(basename "$data")-pg$PG_MAJOR"
 cluster_start "$cluster"
 trap 'cluster_stop "$cluster"' EXIT
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'); $($PG_BIN/postgres --version); load: $(cut -d' ' -f1-3 /proc/loadavg)"
