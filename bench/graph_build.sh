@@ -16,5 +16,5 @@ psql_q -c "CREATE EXTENSION tfllmer" \
        -c "CREATE TABLE ml1m (user_id int, item_id int, ts bigint)" \
        -c "\\copy ml1m FROM '$data/interactions.csv' CSV HEADER" \
        -c "VACUUM ANALYZE ml1m"
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'); $($PG_BIN/postgres --version)"
+echo "machine: $(machine_summary)"
 python3 bench/graph_build.py ml1m "$@"

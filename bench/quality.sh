@@ -33,7 +33,7 @@ install_extension release
 cluster=/tmp/tfllmer-bench-quality
 cluster_start "$cluster"
 trap 'cluster_stop "$cluster"' EXIT
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'); $($PG_BIN/postgres --version)"
+echo "machine: $(machine_summary)"
 export PGDATABASE=bench_quality
 psql_q -d postgres -c "CREATE DATABASE bench_quality"
 python3 scripts/load_dataset.py "$data"

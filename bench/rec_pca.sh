@@ -13,7 +13,7 @@ python=$(reference_python)
 cluster=/tmp/tfllmer-bench
 cluster_start "$cluster"
 trap 'cluster_stop "$cluster"' EXIT
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'); $($PG_BIN/postgres --version)"
+echo "machine: $(machine_summary)"
 
 run_case() {  # name folder extra-args
     local db="bench_$1"

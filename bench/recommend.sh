@@ -31,7 +31,7 @@ export TFLLMER_LOOPBACK=1
 cluster_start "$cluster"
 trap 'cluster_stop "$cluster"' EXIT
 export PGHOST=127.0.0.1 PGDATABASE=bench_recommend
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'); $($PG_BIN/postgres --version)"
+echo "machine: $(machine_summary)"
 psql_q -d postgres -c "CREATE DATABASE bench_recommend"
 python3 scripts/load_dataset.py "$data"
 psql_q <<SQL

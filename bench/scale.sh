@@ -50,7 +50,7 @@ install_extension release
 cluster=/tmp/tfllmer-bench-scale
 cluster_start "$cluster"
 trap 'cluster_stop "$cluster"' EXIT
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'); $($PG_BIN/postgres --version); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(machine_summary)"
 echo "data: $(cat "$data/stats.json" | tr -d '\n' | tr -s ' ')"
 export PGDATABASE=bench_scale
 psql_q -d postgres -c "CREATE DATABASE bench_scale"

@@ -27,7 +27,7 @@ install_extension release
 cluster="/tmp/tfllmer-bench-warm-$(basename "$data")-pg$PG_MAJOR"
 cluster_start "$cluster"
 trap 'cluster_stop "$cluster"' EXIT
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'); $($PG_BIN/postgres --version); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(machine_summary)"
 echo "command: bench/warm_start.sh $1 $epochs $max_len (SEED=$seed)"
 export PGDATABASE=bench_warm
 psql_q -d postgres -c "CREATE DATABASE bench_warm"

@@ -134,6 +134,12 @@ install_extension() {
         cargo pgrx install --pg-config "$PG_CONFIG" "${profile[@]}" >&2)
 }
 
+# One line on the machine a benchmark runs on (BENCHMARKS.md records it):
+# cores, memory, CPU, the PostgreSQL server, the load average.
+machine_summary() {
+    echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(lscpu | sed -n 's/^Model name: *//p'); $("$PG_BIN/postgres" --version); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
